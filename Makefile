@@ -1,0 +1,34 @@
+# plait developer commands. Every target sets up .venv itself, so each one works on a
+# fresh clone with only Python 3.11+ and access to PyPI.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Run a real example workflow (shell commands + Python functions) on the local backend.
+demo: $(VENV)/.installed
+	$(PY) examples/pipeline.py
+
+# Lint, type-check and run the whole test suite.
+test: $(VENV)/.installed lint
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/mypy
+
+# Side-by-side benchmarks: plait vs raw asyncio vs radical.asyncflow.
+bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,92 @@
+"""plait's backend contract: run one task to completion.
+
+A backend is an object with a name, the kinds of task it can run, and one coroutine
+method, :meth:`ExecutionBackend.run`, that runs one task and returns its result or
+raises its error. The engine calls ``run`` in an asyncio task of its own as soon as the
+task is ready, and cancels that asyncio task to stop the work; a backend stops its work
+when ``run`` is cancelled (kills the subprocess, cancels the remote future) and lets
+the :class:`asyncio.CancelledError` through.
+
+Everything else — dependencies, retries, timeouts, failure propagation, states — is
+the engine's. A backend that needs set-up does it in :meth:`start` (the engine awaits
+the backend, which calls it once) and tears it down in :meth:`shutdown`.
+
+Backends written for radical.asyncflow (callback-driven, dict-based) are wrapped by
+:class:`plait.backends.compat.ReferenceBackend` and need none of this.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+from plait.task import TaskDescription, TaskKind
+
+__all__ = ["ExecutionBackend"]
+
+
+class ExecutionBackend(abc.ABC):
+    """The base class of plait's own backends.
+
+    Attributes:
+        name: the name tasks use to choose this backend (``backend="name"``).
+        kinds: the kinds of task this backend can run.
+        shares_filesystem: tasks see the engine's filesystem, so data files are linked
+            into sandboxes rather than copied.
+        reports_running: the backend itself says when a task starts running; otherwise
+            the engine marks a task RUNNING when it hands it over.
+    """
+
+    kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.FUNCTION, TaskKind.EXECUTABLE})
+    shares_filesystem: ClassVar[bool] = True
+    reports_running: ClassVar[bool] = False
+
+    def __init__(self, name: str = "default") -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a backend name must be a non-empty string, got {name!r}")
+        self.name = name
+        self._started = False
+
+    async def start(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        """Acquire what the backend needs (a cluster, a client). Called once."""
+
+    async def ensure_started(self) -> Self:
+        """Start the backend unless it has started already; return it."""
+        if not self._started:
+            await self.start()
+            self._started = True
+        return self
+
+    def __await__(self) -> Generator[Any, None, Self]:
+        return self.ensure_started().__await__()
+
+    async def __aenter__(self) -> Self:
+        return await self.ensure_started()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    def attach(self, engine_uid: str, work_dir: str) -> None:  # noqa: B027 - optional hook
+        """Called when an engine adopts this backend, with the engine's uid and work dir."""
+
+    @abc.abstractmethod
+    async def run(self, task: TaskDescription) -> Any:
+        """Run one task and return its result.
+
+        Raises:
+            Exception: the task's own error, or a :class:`plait.errors.TaskError`.
+            asyncio.CancelledError: when cancelled; the work has been stopped.
+        """
+
+    async def shutdown(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        """Release what :meth:`start` acquired. Must not block the event loop."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}>"

@@ -1,0 +1,110 @@
+"""The local backend: tasks on this machine, as fast as asyncio allows.
+
+* ``async def`` bodies run on the engine's own event loop — no thread hop, no new loop.
+* ``def`` bodies run in the executor: a thread pool by default. With a
+  :class:`~concurrent.futures.ProcessPoolExecutor`, both sync and async bodies run in the
+  worker processes, shipped with cloudpickle (closures and lambdas work), so CPU-bound
+  work never stalls the engine.
+* Executables run as asyncio subprocesses (see :mod:`plait.backends.process`).
+
+A cancelled function task running in a thread cannot be stopped (Python cannot kill a
+thread): its future is cancelled at once and the thread's eventual result is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any, ClassVar
+
+import cloudpickle
+
+from plait.backends.base import ExecutionBackend
+from plait.backends.process import run_task_command
+from plait.errors import ConfigurationError
+from plait.task import TaskDescription, TaskKind
+
+__all__ = ["LocalExecutionBackend"]
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_WAIT = 10.0
+"""Seconds ``shutdown`` waits for the executor's running work before leaving it behind."""
+
+
+def _call_pickled(payload: bytes) -> bytes:
+    """Run a cloudpickled ``(func, args, kwargs)`` in a worker process."""
+    func, args, kwargs = cloudpickle.loads(payload)
+    result = func(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = asyncio.run(_await(result))
+    return bytes(cloudpickle.dumps(result))
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+class LocalExecutionBackend(ExecutionBackend):
+    """Run function and executable tasks on this machine.
+
+    Args:
+        executor: where ``def`` bodies run; a new :class:`ThreadPoolExecutor` when
+            omitted. A :class:`ProcessPoolExecutor` runs every function body in its
+            worker processes. The backend shuts the executor down with itself.
+        name: the backend's name.
+
+    Use it as radical.asyncflow's: ``backend = await LocalExecutionBackend(pool)`` or
+    ``async with LocalExecutionBackend(pool) as backend: ...``.
+    """
+
+    kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.FUNCTION, TaskKind.EXECUTABLE})
+
+    def __init__(self, executor: Executor | None = None, name: str = "default") -> None:
+        super().__init__(name)
+        if executor is None:
+            executor = ThreadPoolExecutor(thread_name_prefix=f"plait-{name}")
+        elif not isinstance(executor, Executor):
+            raise ConfigurationError(
+                "executor must be a concurrent.futures.Executor such as ThreadPoolExecutor "
+                f"or ProcessPoolExecutor, got {type(executor).__name__}"
+            )
+        self.executor = executor
+        self._in_processes = isinstance(executor, ProcessPoolExecutor)
+
+    async def run(self, task: TaskDescription) -> Any:
+        """Run one function or executable task (see the module docstring)."""
+        if task.kind is TaskKind.EXECUTABLE:
+            return await run_task_command(task)
+        if self._in_processes:
+            payload = cloudpickle.dumps((task.func, task.args, task.kwargs))
+            loop = asyncio.get_running_loop()
+            return cloudpickle.loads(
+                await loop.run_in_executor(self.executor, _call_pickled, payload)
+            )
+        if task.is_async:
+            return await task.func(*task.args, **task.kwargs)
+        loop = asyncio.get_running_loop()
+        call = functools.partial(task.func, *task.args, **task.kwargs)
+        result = await loop.run_in_executor(self.executor, call)
+        if inspect.isawaitable(result):  # a plain def that returned a coroutine
+            result = await result
+        return result
+
+    async def shutdown(self) -> None:
+        """Shut the executor down without blocking the event loop.
+
+        Queued work is cancelled; running work gets up to ``SHUTDOWN_WAIT`` seconds.
+        """
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        waiter = asyncio.ensure_future(asyncio.to_thread(self.executor.shutdown, True))
+        done, _ = await asyncio.wait({waiter}, timeout=SHUTDOWN_WAIT)
+        if not done:
+            logger.warning(
+                "backend %r: executor work still running %ss after shutdown; leaving it",
+                self.name,
+                SHUTDOWN_WAIT,
+            )

@@ -1,0 +1,135 @@
+"""Finding futures (and declared files) in a call's arguments, and putting results in their place.
+
+A dependency is any :class:`asyncio.Future` found in positional or keyword arguments,
+at any depth inside lists, tuples (named tuples included), dicts (keys and values),
+sets and frozensets. Other objects are opaque: plait does not look inside them.
+
+The walk is the hot path of every call, so it skips the common scalar types by an
+exact type test before anything else, and allocates nothing when it finds nothing.
+Substitution rebuilds only the containers that hold a future; a container without one
+is passed through as the same object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["Found", "find", "substitute"]
+
+_SCALARS: frozenset[type] = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+
+class Found:
+    """What a walk over a call's arguments found: futures (each once) and data files."""
+
+    __slots__ = ("files", "futures")
+
+    def __init__(self) -> None:
+        self.futures: dict[int, asyncio.Future[Any]] = {}
+        self.files: list[Any] = []
+
+
+def _visit(obj: Any, found: Found | None, file_types: tuple[type, ...]) -> Found | None:
+    if isinstance(obj, asyncio.Future):
+        if found is None:
+            found = Found()
+        found.futures[id(obj)] = obj
+        return found
+    if file_types and isinstance(obj, file_types):
+        if found is None:
+            found = Found()
+        found.files.append(obj)
+        return found
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if type(key) not in _SCALARS:
+                found = _visit(key, found, file_types)
+            if type(value) not in _SCALARS:
+                found = _visit(value, found, file_types)
+    elif isinstance(obj, list | tuple | set | frozenset):
+        for item in obj:
+            if type(item) not in _SCALARS:
+                found = _visit(item, found, file_types)
+    return found
+
+
+def find(
+    args: Iterable[Any], kwargs: dict[str, Any], file_types: tuple[type, ...] = ()
+) -> Found | None:
+    """Walk a call's arguments; return what was found, or None when there is nothing.
+
+    Args:
+        args: the positional arguments.
+        kwargs: the keyword arguments.
+        file_types: classes of declared data files to collect as well.
+
+    Raises:
+        RecursionError: the arguments contain a container that contains itself.
+    """
+    found: Found | None = None
+    for arg in args:
+        if type(arg) not in _SCALARS:
+            found = _visit(arg, found, file_types)
+    if kwargs:
+        for arg in kwargs.values():
+            if type(arg) not in _SCALARS:
+                found = _visit(arg, found, file_types)
+    return found
+
+
+_MISSING = object()
+
+
+def _sub(obj: Any) -> Any:
+    """Return ``obj`` with every future replaced by its result; ``_MISSING`` if unchanged."""
+    if isinstance(obj, asyncio.Future):
+        return obj.result()
+    if isinstance(obj, dict):
+        changed = False
+        items = []
+        for key, value in obj.items():
+            new_key, new_value = _sub(key), _sub(value)
+            if new_key is not _MISSING or new_value is not _MISSING:
+                changed = True
+            items.append(
+                (
+                    key if new_key is _MISSING else new_key,
+                    value if new_value is _MISSING else new_value,
+                )
+            )
+        if not changed:
+            return _MISSING
+        return type(obj)(items) if type(obj) is dict else _rebuild_mapping(obj, items)
+    if isinstance(obj, list | tuple | set | frozenset):
+        subs = [_sub(item) for item in obj]
+        if all(s is _MISSING for s in subs):
+            return _MISSING
+        values = [item if s is _MISSING else s for item, s in zip(obj, subs, strict=True)]
+        if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a named tuple
+            return type(obj)(*values)
+        return type(obj)(values)
+    return _MISSING
+
+
+def _rebuild_mapping(obj: dict[Any, Any], items: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    new = obj.copy()
+    new.clear()
+    new.update(items)
+    return new
+
+
+def substitute(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Return ``args`` and ``kwargs`` with every future replaced by its result.
+
+    Every future in them must be done with a result.
+
+    Raises:
+        TypeError: a result put into a set (or used as a dict key) is not hashable.
+    """
+    new_args = tuple(a if (s := _sub(a)) is _MISSING else s for a in args)
+    new_kwargs = {k: v if (s := _sub(v)) is _MISSING else s for k, v in kwargs.items()}
+    return new_args, new_kwargs

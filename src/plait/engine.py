@@ -1,0 +1,402 @@
+"""The :class:`WorkflowEngine`: its lifecycle, its decorators, and the reference-facing hooks.
+
+The engine owns the backends, a :class:`~plait.scheduler.Scheduler` (the DAG and its
+dispatch), the signal handlers and the shutdown. It keeps radical.asyncflow 0.6's public
+surface (``create``, the decorators, ``workflow_scope``, ``shutdown``, ``task_callbacks``,
+``handle_task_*``/``handle_component_*``) so that a script written for it runs after
+changing its import line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Generator
+from types import TracebackType
+from typing import Any, Self
+
+from plait.backends.base import ExecutionBackend
+from plait.backends.compat import (
+    ReferenceBackend,
+    is_reference_backend,
+    reference_error,
+    reference_result,
+)
+from plait.backends.local import LocalExecutionBackend
+from plait.backends.noop import NoopExecutionBackend
+from plait.decorators import TaskDecorator
+from plait.errors import BackendError, ConfigurationError, EngineShutdownError, PlaitError
+from plait.future import PlaitFuture, mark_running
+from plait.graph import Node
+from plait.scheduler import Scheduler
+from plait.signals import SignalHandlers
+from plait.states import TaskState
+from plait.task import TaskKind, TaskTemplate
+
+__all__ = ["WorkflowEngine"]
+
+logger = logging.getLogger(__name__)
+
+_CALL_KWARGS = frozenset({"task_description", "workflow_id"})
+
+
+class WorkflowEngine:
+    """Runs a workflow's tasks as soon as their inputs are ready.
+
+    Create one with ``flow = await WorkflowEngine.create(...)`` (or
+    ``async with WorkflowEngine.create(...) as flow:``) inside a running event loop.
+
+    Attributes:
+        uid: this engine's id (``plait.session.<hex8>`` unless given).
+        work_dir: where task sandboxes and captured output go (default: the cwd).
+        loop: the event loop the engine runs on.
+        dry_run: whether the engine was created for a dry run.
+        implicit_data_mode: whether files left by a dependency are linked implicitly.
+        function_task: decorator: the body is the work.
+        executable_task: decorator: the body returns a shell command.
+        prompt_task: decorator: the body returns a prompt for a model.
+        block: decorator: the body groups a sub-workflow and is itself a future.
+    """
+
+    def __init__(
+        self,
+        backends: list[Any],
+        *,
+        dry_run: bool = False,
+        implicit_data: bool = True,
+        uid: str | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.uid = uid or f"plait.session.{uuid.uuid4().hex[:8]}"
+        self.work_dir = os.fspath(work_dir) if work_dir is not None else os.getcwd()
+        self.dry_run = dry_run
+        self.implicit_data_mode = implicit_data
+        self._thread = threading.get_ident()
+        self._originals: dict[str, Any] = {}
+        own: dict[str, ExecutionBackend] = {}
+        for backend in backends:
+            adapted = self._adopt(backend)
+            if adapted.name in own:
+                raise ConfigurationError(
+                    f"two backends are named {adapted.name!r}; give each a unique name="
+                )
+            own[adapted.name] = adapted
+            self._originals[adapted.name] = backend
+        self._default_name = next(iter(own))
+        self._backends = own
+        self._scheduler = Scheduler(self.loop, own, own[self._default_name], self.uid)
+        self._closed = False
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._signals: SignalHandlers | None = None
+        if handle_signals:
+            self._signals = SignalHandlers(self.loop, self._on_signal)
+            if not self._signals.install():
+                self._signals = None
+
+        self.function_task = TaskDecorator(TaskKind.FUNCTION, self._call)
+        self.executable_task = TaskDecorator(TaskKind.EXECUTABLE, self._call)
+        self.prompt_task = TaskDecorator(TaskKind.PROMPT, self._call)
+        self.block = TaskDecorator(TaskKind.BLOCK, self._call)
+
+    def _adopt(self, backend: Any) -> ExecutionBackend:
+        if isinstance(backend, ExecutionBackend):
+            adopted = backend
+        elif is_reference_backend(backend):
+            adopted = ReferenceBackend(backend)
+            adopted.bind(self.task_callbacks)
+        else:
+            raise ConfigurationError(
+                f"{backend!r} is not a backend: expected a plait ExecutionBackend or an "
+                "object with name, register_callback, submit_tasks, cancel_task and shutdown"
+            )
+        adopted.attach(self.uid, self.work_dir)
+        return adopted
+
+    @classmethod
+    def create(
+        cls,
+        backend: Any = None,
+        dry_run: bool = False,
+        implicit_data: bool = True,
+        uid: str | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+        *,
+        handle_signals: bool = True,
+    ) -> _Starting:
+        """Create an engine; await the result, or use it with ``async with``.
+
+        Args:
+            backend: one backend or a list of them (the first is the default; names
+                must be unique). ``None`` gives a :class:`LocalExecutionBackend`, or a
+                :class:`NoopExecutionBackend` when ``dry_run`` is true.
+            dry_run: run nothing; every task gives a dummy output.
+            implicit_data: link files a dependency left in its sandbox into dependents'.
+            uid: the engine's id; a unique ``plait.session.<hex8>`` by default.
+            work_dir: where sandboxes and captured output go; the cwd by default.
+            handle_signals: on the main thread, turn SIGINT/SIGTERM into a graceful
+                shutdown (and restore the previous handlers at shutdown).
+
+        Raises:
+            ConfigurationError: duplicate backend names, an empty list, or an object
+                that is not a backend.
+        """
+        return _Starting(cls._start(backend, dry_run, implicit_data, uid, work_dir, handle_signals))
+
+    @classmethod
+    async def _start(
+        cls,
+        backend: Any,
+        dry_run: bool,
+        implicit_data: bool,
+        uid: str | None,
+        work_dir: str | os.PathLike[str] | None,
+        handle_signals: bool,
+    ) -> WorkflowEngine:
+        if backend is None:
+            backends: list[Any] = [NoopExecutionBackend() if dry_run else LocalExecutionBackend()]
+        elif isinstance(backend, list | tuple):
+            backends = list(backend)
+            if not backends:
+                raise ConfigurationError("backend=[] names no backend")
+        else:
+            backends = [backend]
+        for b in backends:
+            if isinstance(b, ExecutionBackend):
+                await b.ensure_started()
+        return cls(
+            backends,
+            dry_run=dry_run,
+            implicit_data=implicit_data,
+            uid=uid,
+            work_dir=work_dir,
+            handle_signals=handle_signals,
+        )
+
+    # -- what users see -----------------------------------------------------------------
+
+    @property
+    def backend(self) -> Any:
+        """The default backend, as it was passed in."""
+        return self._originals[self._default_name]
+
+    @property
+    def backends(self) -> dict[str, Any]:
+        """Every backend by name, as they were passed in."""
+        return dict(self._originals)
+
+    @property
+    def is_shut_down(self) -> bool:
+        """True once ``shutdown()`` has been called."""
+        return self._closed
+
+    def _call(
+        self, tmpl: TaskTemplate, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> PlaitFuture:
+        if self._closed:
+            raise EngineShutdownError(
+                f"cannot call {tmpl.name!r}: engine {self.uid} has been shut down"
+            )
+        if threading.get_ident() != self._thread:
+            raise PlaitError(
+                f"{tmpl.name!r} was called from another thread; call tasks on the engine's "
+                "event loop (from a sync body, use asyncio.run_coroutine_threadsafe)"
+            )
+        if not kwargs:
+            return self._scheduler.submit(tmpl, args, kwargs)
+        description = kwargs.pop("task_description", None)
+        workflow_id = kwargs.pop("workflow_id", None)
+        changes = None
+        taken = tmpl.call_options & kwargs.keys()
+        if taken:
+            changes = {name: kwargs.pop(name) for name in taken}
+        return self._scheduler.submit(tmpl, args, kwargs, description, workflow_id, changes)
+
+    @contextlib.asynccontextmanager
+    async def workflow_scope(self, workflow_id: str | None = None) -> AsyncIterator[str]:
+        """Tag every task created inside (and inside tasks spawned there) with one id.
+
+        Yields:
+            The workflow id: ``workflow_id``, or a new ``wf-<hex8>``.
+        """
+        wid = workflow_id or f"wf-{uuid.uuid4().hex[:8]}"
+        token = self._scheduler.workflow_var.set(wid)
+        try:
+            yield wid
+        finally:
+            self._scheduler.workflow_var.reset(token)
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    async def shutdown(self, skip_execution_backend: bool = False) -> None:
+        """Cancel what has not finished, stop running work and shut the backends down.
+
+        Safe to call more than once; later calls wait for the first. Any task call
+        after it raises :class:`~plait.errors.EngineShutdownError`.
+
+        Args:
+            skip_execution_backend: leave the backends running (they can be reused).
+        """
+        self._closed = True
+        if self._shutdown_task is None:
+            self._shutdown_task = self.loop.create_task(self._shutdown(skip_execution_backend))
+        await asyncio.shield(self._shutdown_task)
+
+    async def _shutdown(self, skip_execution_backend: bool) -> None:
+        runners = self._scheduler.cancel_all()
+        if runners:
+            await asyncio.gather(*runners, return_exceptions=True)
+        if self._signals is not None:
+            self._signals.restore()
+        if not skip_execution_backend:
+            outcomes = await asyncio.gather(
+                *(b.shutdown() for b in self._backends.values()), return_exceptions=True
+            )
+            for name, outcome in zip(self._backends, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    logger.warning("backend %r failed to shut down: %r", name, outcome)
+
+    def _on_signal(self, signum: int) -> None:
+        logger.warning("signal %d received: shutting engine %s down", signum, self.uid)
+        if self._shutdown_task is None:
+            self._closed = True
+            self._shutdown_task = self.loop.create_task(self._shutdown(False))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    # -- the reference's backend-facing hooks -------------------------------------------
+
+    def task_callbacks(
+        self, task: Any, state: Any, service_callback: Callable[..., Any] | None = None
+    ) -> None:
+        """Receive a state change from a reference-style backend.
+
+        ``task`` is the task's dict (or an object with ``as_dict()``); ``state`` one of
+        RUNNING, DONE, FAILED, CANCELED. Safe to call from any thread. A report that
+        cannot be read fails that task only.
+        """
+        if threading.get_ident() != self._thread:
+            self.loop.call_soon_threadsafe(self.task_callbacks, task, state, service_callback)
+            return
+        try:
+            report = task if isinstance(task, dict) else task.as_dict()
+            node = self._scheduler.live.get(report["uid"])
+        except Exception:
+            logger.warning("ignored an unreadable task report: %r", task)
+            return
+        if node is None:
+            logger.debug("ignored a report for unknown or finished task %r", report.get("uid"))
+            return
+        backend = node.backend
+        new = (
+            backend.state_of(state)
+            if isinstance(backend, ReferenceBackend)
+            else ReferenceBackend._read_states_map(None).get(str(state))
+        )
+        if service_callback is not None:
+            try:
+                service_callback(node.future, task, state)
+            except Exception as exc:
+                error = BackendError(f"service callback of {node.desc.uid} failed: {exc}")
+                error.__cause__ = exc
+                self._scheduler.fail(node, error)
+                return
+        if new is None:
+            return
+        self._apply_report(node, report, new)
+
+    def _apply_report(self, node: Node, report: dict[str, Any], new: TaskState) -> None:
+        if new is TaskState.RUNNING:
+            mark_running(node.future)
+            return
+        backend = node.backend
+        if isinstance(backend, ReferenceBackend) and backend.deliver(report, new):
+            return
+        # Not waited for by an adapter (a plait backend, or a task the caller settles).
+        if new is TaskState.DONE:
+            self._scheduler.succeed(node, reference_result(report, node.desc.kind))
+        elif new is TaskState.FAILED:
+            self._scheduler.fail(node, reference_error(report, node.desc))
+        else:
+            self._scheduler.cancel_node(node)
+        runner = node.runner
+        if runner is not None and not runner.done():
+            runner.cancel()
+
+    def _node_of(self, task: Any, fut: Any) -> Node | None:
+        node = getattr(fut, "_node", None)
+        if node is None and isinstance(task, dict):
+            node = self._scheduler.live.get(task.get("uid", ""))
+        return node
+
+    def handle_task_success(self, task: dict[str, Any], task_fut: Any = None) -> None:
+        """Settle a task as DONE from a reference-style report (``return_value``/``stdout``)."""
+        node = self._node_of(task, task_fut)
+        if node is not None:
+            self._apply_report(node, task, TaskState.DONE)
+
+    def handle_task_failure(
+        self, task: dict[str, Any], task_fut: Any = None, override_error_message: Any = None
+    ) -> None:
+        """Settle a task as FAILED, with ``override_error_message`` if given."""
+        node = self._node_of(task, task_fut)
+        if node is None:
+            return
+        if override_error_message is not None:
+            error = override_error_message
+            if not isinstance(error, BaseException):
+                error = BackendError(str(error))
+            task = {**task, "exception": error}
+        self._apply_report(node, task, TaskState.FAILED)
+
+    def handle_task_cancellation(self, task: dict[str, Any], task_fut: Any = None) -> None:
+        """Settle a task as CANCELLED."""
+        node = self._node_of(task, task_fut)
+        if node is not None:
+            self._apply_report(node, task, TaskState.CANCELLED)
+
+    handle_component_success = handle_task_success
+    handle_component_failure = handle_task_failure
+    handle_component_cancellation = handle_task_cancellation
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._closed else f"{len(self._scheduler.live)} unfinished"
+        return f"<WorkflowEngine {self.uid} backends={list(self._backends)} {state}>"
+
+
+class _Starting:
+    """What ``WorkflowEngine.create`` returns: await it, or ``async with`` it."""
+
+    def __init__(self, coro: Any) -> None:
+        self._coro = coro
+        self._engine: WorkflowEngine | None = None
+
+    def __await__(self) -> Generator[Any, None, WorkflowEngine]:
+        return self._coro.__await__()  # type: ignore[no-any-return]
+
+    async def __aenter__(self) -> WorkflowEngine:
+        self._engine = await self._coro
+        return self._engine
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._engine is not None:
+            await self._engine.shutdown()

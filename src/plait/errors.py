@@ -1,0 +1,186 @@
+"""Every error plait raises, under one base class.
+
+The hierarchy::
+
+    PlaitError                      base of everything below
+    ├── ConfigurationError          bad engine or backend set-up (ValueError)
+    ├── EngineShutdownError         a task was called after ``shutdown()`` (RuntimeError)
+    ├── MissingDependencyError      an optional extra is not installed (ImportError)
+    └── TaskError                   one task failed; carries ``task_uid`` / ``task_name``
+        ├── DependencyFailureError  a dependency failed; ``root_cause`` is the original error
+        ├── InvalidTaskError        bad input to one task: a builder returned no command,
+        │                           a bad ``task_description``, a bad option (ValueError)
+        ├── UnknownBackendError     ``backend="name"`` names no attached backend (LookupError)
+        ├── UnsupportedTaskError    the chosen backend cannot run this kind of task
+        ├── CommandError            an executable exited non-zero; ``exit_code``, ``stderr_tail``
+        ├── TaskTimeoutError        the task ran longer than its ``timeout`` (TimeoutError)
+        ├── OutputFileMissingError  a declared ``OutputFile`` was not produced
+        ├── InputFileError          an ``InputFile`` could not be staged into the sandbox
+        └── BackendError            a backend failed to accept or report a task
+
+Errors that stand for bad input also derive from the matching built-in exception
+(``ValueError``, ``LookupError``, ...), so ``except ValueError`` keeps working.
+An error that wraps another keeps it as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "BackendError",
+    "CommandError",
+    "ConfigurationError",
+    "DependencyFailureError",
+    "EngineShutdownError",
+    "InputFileError",
+    "InvalidTaskError",
+    "MissingDependencyError",
+    "OutputFileMissingError",
+    "PlaitError",
+    "TaskError",
+    "TaskTimeoutError",
+    "UnknownBackendError",
+    "UnsupportedTaskError",
+]
+
+
+class PlaitError(Exception):
+    """Base class of every error raised by plait."""
+
+
+class ConfigurationError(PlaitError, ValueError):
+    """Raised by ``WorkflowEngine.create`` or a backend constructor for a bad set-up.
+
+    For example two backends with the same name, or an executor that is not a
+    ``concurrent.futures.Executor``.
+    """
+
+
+class EngineShutdownError(PlaitError, RuntimeError):
+    """Raised at once when a task or block is called on an engine that was shut down."""
+
+
+class MissingDependencyError(PlaitError, ImportError):
+    """Raised when a feature needs an optional extra that is not installed.
+
+    The message names the extra to install, e.g. ``pip install 'plait[dask]'``.
+    """
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        super().__init__(
+            f"{feature} needs the optional dependency {module!r}: "
+            f"install it with `pip install 'plait[{extra}]'`"
+        )
+        self.extra = extra
+
+
+class TaskError(PlaitError):
+    """A single task failed. Set as the exception of that task's future.
+
+    Attributes:
+        task_uid: uid of the task that failed, when known.
+        task_name: name of the task that failed, when known.
+    """
+
+    def __init__(self, message: str, *, task_uid: str | None = None, task_name: str | None = None):
+        super().__init__(message)
+        self.task_uid = task_uid
+        self.task_name = task_name
+
+
+class DependencyFailureError(TaskError):
+    """A task could not run because a task it depends on failed.
+
+    Raised on every dependent at once when a dependency fails, however deep. The
+    signature matches radical.asyncflow's error of the same name.
+
+    Attributes:
+        failed_dependencies: names of the failed tasks this task depended on directly.
+        failed_uids: uids of those tasks.
+        root_cause: the original exception, also set as ``__cause__``. When a failure
+            crosses several levels, this is still the first task's own exception.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        failed_dependencies: Sequence[str] | None = None,
+        root_cause: BaseException | None = None,
+        *,
+        failed_uids: Sequence[str] | None = None,
+        task_uid: str | None = None,
+        task_name: str | None = None,
+    ) -> None:
+        super().__init__(message, task_uid=task_uid, task_name=task_name)
+        self.failed_dependencies = list(failed_dependencies or [])
+        self.failed_uids = list(failed_uids or [])
+        self.root_cause = root_cause
+        if root_cause is not None:
+            self.__cause__ = root_cause
+
+
+class InvalidTaskError(TaskError, ValueError):
+    """Bad input to one task: the task fails, the engine runs on.
+
+    Raised, for example, when an executable builder returns something other than a
+    non-empty string, when ``task_description`` is not a dict, or when a result that
+    must be hashable (a future inside a set) is not.
+    """
+
+
+class UnknownBackendError(TaskError, LookupError):
+    """``backend="name"`` on a task names no backend attached to the engine."""
+
+
+class UnsupportedTaskError(TaskError):
+    """The backend a task was routed to cannot run that kind of task.
+
+    The message names the attached backends that can.
+    """
+
+
+class CommandError(TaskError):
+    """An executable task's command exited with a non-zero status.
+
+    Attributes:
+        command: the command as it was run.
+        exit_code: the exit status; negative for a signal (``-9`` for SIGKILL).
+        stderr_tail: the last lines of the command's standard error.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        exit_code: int,
+        stderr_tail: str,
+        *,
+        task_uid: str | None = None,
+        task_name: str | None = None,
+    ) -> None:
+        label = f"task {task_name!r} " if task_name else ""
+        detail = f":\n{stderr_tail}" if stderr_tail else " (no output on stderr)"
+        super().__init__(
+            f"{label}command exited with status {exit_code}: {command}{detail}",
+            task_uid=task_uid,
+            task_name=task_name,
+        )
+        self.command = command
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+
+
+class TaskTimeoutError(TaskError, TimeoutError):
+    """A task ran longer than its ``timeout``; its work was stopped."""
+
+
+class OutputFileMissingError(TaskError, FileNotFoundError):
+    """A task succeeded but did not produce an ``OutputFile`` it declared."""
+
+
+class InputFileError(TaskError, FileNotFoundError):
+    """An ``InputFile`` could not be found, fetched or linked into the task's sandbox."""
+
+
+class BackendError(TaskError):
+    """A backend raised while accepting a task or reported it in a form plait cannot read."""

@@ -1,0 +1,281 @@
+"""The local backend's pools, the no-op backend, and reference-style backends unchanged."""
+
+import asyncio
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import pytest
+
+from plait import LocalExecutionBackend, NoopExecutionBackend, WorkflowEngine
+from plait.errors import BackendError, CommandError, ConfigurationError
+
+
+async def test_async_bodies_run_on_the_engine_loop_and_sync_bodies_in_the_pool(flow):
+    loop_thread = threading.get_ident()
+
+    @flow.function_task
+    async def on_loop():
+        return threading.get_ident(), asyncio.get_running_loop()
+
+    @flow.function_task
+    def in_pool():
+        return threading.get_ident()
+
+    ident, loop = await on_loop()
+    assert ident == loop_thread and loop is flow.loop
+    assert await in_pool() != loop_thread
+
+
+async def test_awaitable_backend_and_async_with():
+    backend = await LocalExecutionBackend(ThreadPoolExecutor(max_workers=2))
+    assert isinstance(backend, LocalExecutionBackend)
+    async with LocalExecutionBackend(name="ctx") as ctx:
+        flow = await WorkflowEngine.create(backend=[backend, ctx], handle_signals=False)
+
+        @flow.function_task(backend="ctx")
+        def where():
+            return "ctx"
+
+        assert await where() == "ctx"
+        await flow.shutdown(skip_execution_backend=True)
+    await backend.shutdown()
+
+
+def test_a_non_executor_is_rejected():
+    with pytest.raises(ConfigurationError, match="Executor"):
+        LocalExecutionBackend(executor="threads")  # type: ignore[arg-type]
+
+
+async def test_process_pool_runs_closures_lambdas_and_async_bodies_in_workers():
+    backend = await LocalExecutionBackend(ProcessPoolExecutor(max_workers=2))
+    flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
+    factor = 3  # captured by closures: needs cloudpickle
+
+    @flow.function_task
+    def cpu(x):
+        return os.getpid(), sum(i * factor for i in range(x))
+
+    @flow.function_task
+    async def async_in_worker(x):
+        await asyncio.sleep(0)
+        return os.getpid(), x + factor
+
+    square = flow.function_task(lambda x: x * x)
+    (pid1, total), (pid2, plus) = await asyncio.gather(cpu(1000), async_in_worker(1))
+    assert total == 3 * sum(range(1000)) and plus == 4
+    assert os.getpid() not in (pid1, pid2)
+    assert await square(square(3)) == 81
+    await flow.shutdown()
+
+
+async def test_noop_backend_gives_dummy_outputs_and_keeps_the_graph():
+    flow = await WorkflowEngine.create(backend=NoopExecutionBackend(), handle_signals=False)
+
+    @flow.function_task
+    async def f(x):
+        return x
+
+    @flow.block
+    async def blk(x):
+        return await f(x)
+
+    assert await blk(f(1)) == "Dummy Output"
+    await flow.shutdown()
+
+
+class ReferenceStyleBackend:
+    """A backend written the way radical.asyncflow 0.6 backends are: dicts and callbacks.
+
+    It runs functions with their args, "executes" commands by echoing them, answers
+    prompts in ``response`` as RHAPSODY's inference backend does, and reports from a
+    worker thread for half of the tasks.
+    """
+
+    class States:
+        DONE, RUNNING, CANCELED, FAILED = "DONE", "RUNNING", "CANCELED", "FAILED"
+        terminal_states = frozenset({DONE, CANCELED, FAILED})
+
+    def __init__(self, name="default"):
+        self.name = name
+        self._callback = None
+        self.batches = []
+        self.cancelled = []
+        self._running = {}
+        self.shut = False
+
+    def register_callback(self, fn):
+        self._callback = fn
+
+    def get_task_states_map(self):
+        return self.States()
+
+    async def submit_tasks(self, tasks):
+        self.batches.append([t["uid"] for t in tasks])
+        for task in tasks:
+            self._running[task["uid"]] = asyncio.ensure_future(self._run(task))
+
+    async def _run(self, task):
+        self._callback(task, "RUNNING")
+        kwargs = task["task_backend_specific_kwargs"]
+        await asyncio.sleep(kwargs.get("delay", 0))
+        if task["prompt"]:
+            task["response"] = [f"reply to {task['prompt']}"]
+        elif task["function"]:
+            try:
+                task["return_value"] = await task["function"](*task["args"], **task["kwargs"])
+            except Exception as exc:
+                task["exception"] = exc
+                self._callback(task, "FAILED")
+                return
+        else:
+            if task["executable"] == "false":
+                task.update(stderr="it failed", exit_code=1)
+                self._callback(task, "FAILED")
+                return
+            task["stdout"] = " ".join([task["executable"], *task["arguments"]]) + "\n"
+        if kwargs.get("from_thread"):
+            threading.Thread(target=self._callback, args=(task, "DONE")).start()
+        else:
+            self._callback(task, "DONE")
+
+    async def cancel_task(self, uid):
+        self.cancelled.append(uid)
+        self._running[uid].cancel()
+        return True
+
+    async def shutdown(self):
+        self.shut = True
+
+
+@pytest.fixture
+async def ref_flow():
+    backend = ReferenceStyleBackend()
+    flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
+    yield flow, backend
+    await flow.shutdown()
+
+
+async def test_reference_style_backend_runs_unchanged(ref_flow, tmp_path):
+    flow, backend = ref_flow
+
+    @flow.function_task
+    async def add(a, b):
+        return a + b
+
+    @flow.executable_task
+    async def cmd(x):
+        return f"echo {x}"
+
+    @flow.prompt_task
+    async def ask(x):
+        return f"what is {x}?"
+
+    total = add(add(1, 2), 3)
+    assert await cmd(total) == "echo 6\n"
+    assert await ask(total) == "reply to what is 6?"  # one-element list unwrapped
+    assert backend._work_dir.endswith(flow.uid) and backend.is_attached
+
+
+async def test_reference_backend_gets_ready_tasks_in_one_batch(ref_flow):
+    flow, backend = ref_flow
+
+    @flow.function_task
+    async def one(i):
+        return i
+
+    assert await asyncio.gather(*(one(i) for i in range(10))) == list(range(10))
+    assert len(backend.batches) == 1 and len(backend.batches[0]) == 10
+
+
+async def test_reference_backend_reports_from_a_thread_and_failures(ref_flow):
+    flow, _ = ref_flow
+
+    @flow.function_task
+    async def value():
+        return 7
+
+    @flow.function_task
+    async def boom():
+        raise ValueError("in backend")
+
+    @flow.executable_task
+    async def fails():
+        return "false"
+
+    assert await value(task_description={"from_thread": True}) == 7
+    with pytest.raises(ValueError, match="in backend"):
+        await boom()
+    with pytest.raises(CommandError) as info:
+        await fails()
+    assert info.value.exit_code == 1 and "it failed" in info.value.stderr_tail
+
+
+async def test_cancel_reaches_the_reference_backend(ref_flow):
+    flow, backend = ref_flow
+
+    @flow.function_task
+    async def slow():
+        return 1
+
+    fut = slow(task_description={"delay": 10})
+    await asyncio.sleep(0.05)
+    assert fut.state == "RUNNING"  # reported by the backend
+    fut.cancel()
+    await asyncio.sleep(0.01)
+    assert backend.cancelled == [fut.uid]
+
+
+async def test_reference_backend_that_refuses_a_batch_fails_those_tasks_only():
+    class Refusing(ReferenceStyleBackend):
+        async def submit_tasks(self, tasks):
+            raise RuntimeError("queue full")
+
+    flow = await WorkflowEngine.create(
+        backend=[NoopExecutionBackend(), Refusing(name="ref")], handle_signals=False
+    )
+
+    @flow.function_task(backend="ref")
+    async def refused():
+        return 1
+
+    @flow.function_task
+    async def fine():
+        return 1
+
+    with pytest.raises(BackendError, match="queue full"):
+        await refused()
+    assert await fine() == "Dummy Output"
+    await flow.shutdown()
+
+
+async def test_task_callbacks_ignores_unknown_and_unreadable_reports(ref_flow):
+    flow, _ = ref_flow
+    flow.task_callbacks({"uid": "task.999999"}, "DONE")
+    flow.task_callbacks(object(), "DONE")
+
+    @flow.function_task
+    async def still():
+        return "fine"
+
+    assert await still() == "fine"
+
+
+async def test_handle_component_hooks_settle_tasks(ref_flow):
+    flow, _ = ref_flow
+
+    @flow.function_task
+    async def slow():
+        return 1
+
+    a = slow(task_description={"delay": 10})
+    b = slow(task_description={"delay": 10})
+    c = slow(task_description={"delay": 10})
+    await asyncio.sleep(0.02)
+    flow.handle_component_success({"uid": a.uid, "return_value": 42}, a)
+    flow.handle_task_failure({"uid": b.uid}, b, "bad things")
+    flow.handle_component_cancellation({"uid": c.uid}, c)
+    assert await a == 42
+    with pytest.raises(BackendError, match="bad things"):
+        await b
+    assert c.cancelled()

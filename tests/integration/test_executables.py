@@ -1,0 +1,196 @@
+"""Executable tasks: real subprocesses, exact quoting, errors, timeouts and kills."""
+
+import asyncio
+import os
+import sys
+import time
+
+import pytest
+
+from plait.errors import CommandError, InvalidTaskError, TaskTimeoutError
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); read its state
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def wait_gone(pid: int, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def wait_pid(pidfile, seconds: float = 10.0) -> int:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if pidfile.exists() and pidfile.read_text().strip():
+            return int(pidfile.read_text())
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{pidfile} was never written")
+
+
+async def test_stdout_is_the_result_with_its_trailing_newline(flow):
+    @flow.executable_task
+    async def hello():
+        return "echo hello"
+
+    assert await hello() == "hello\n"
+
+
+async def test_shell_features_work_in_the_command_string(flow, tmp_path):
+    # (exact quoting is pinned by test_reference_faults.py::test_fault_3)
+    @flow.executable_task
+    async def shelly():
+        return f"printf 'x y\\nz\\n' | wc -l > {tmp_path}/n && cat {tmp_path}/n; echo $((6 * 7))"
+
+    assert (await shelly()).split() == ["2", "42"]
+
+
+async def test_shell_false_splits_with_shlex_and_runs_without_a_shell(flow):
+    @flow.executable_task(shell=False)
+    async def argv():
+        return "printf '%s|' 'one two' three ';'"
+
+    assert await argv() == "one two|three|;|"
+
+
+async def test_shell_option_via_task_description(flow):
+    @flow.executable_task
+    async def maybe_shell():
+        return "echo $HOME"
+
+    literal = await maybe_shell(task_description={"shell": False})
+    assert literal == "$HOME\n"
+
+
+async def test_builder_runs_after_dependencies_with_their_values(flow):
+    @flow.function_task
+    async def make_name():
+        await asyncio.sleep(0.05)
+        return "from-upstream"
+
+    @flow.executable_task
+    async def use(name, extra):
+        return f"echo {name} {extra['k']}"
+
+    assert await use(make_name(), {"k": make_name()}) == "from-upstream from-upstream\n"
+
+
+async def test_cwd_and_env_are_applied(flow, tmp_path):
+    @flow.executable_task(cwd=str(tmp_path), env={"PLAIT_TEST_VAR": "v1"})
+    async def where():
+        return "pwd; echo $PLAIT_TEST_VAR; echo ${PATH:+path-kept}"
+
+    out = (await where()).split()
+    assert out == [str(tmp_path), "v1", "path-kept"]
+
+
+async def test_nonzero_exit_fails_with_exit_code_and_stderr_tail(flow):
+    @flow.executable_task
+    async def broken():
+        return "echo out; for i in $(seq 1 50); do echo line$i >&2; done; exit 7"
+
+    with pytest.raises(CommandError) as info:
+        await broken()
+    err = info.value
+    assert err.exit_code == 7
+    assert err.stderr_tail.splitlines()[-1] == "line50"
+    assert "line1\n" not in err.stderr_tail  # a tail, not the whole stream
+    assert "status 7" in str(err) and "line50" in str(err)
+
+
+async def test_missing_program_with_shell_false_fails_only_that_task(flow):
+    @flow.executable_task(shell=False)
+    async def missing():
+        return "/no/such/program --flag"
+
+    @flow.executable_task
+    async def fine():
+        return "echo ok"
+
+    with pytest.raises(FileNotFoundError):
+        await missing()
+    assert await fine() == "ok\n"
+
+
+@pytest.mark.parametrize("bad", ["", "   ", None, 42, ["echo", "x"]])
+async def test_builder_returning_no_command_fails_with_a_clear_error(flow, bad):
+    @flow.executable_task
+    async def builder():
+        return bad
+
+    with pytest.raises(InvalidTaskError, match="must return a non-empty command string"):
+        await builder()
+
+
+async def test_timeout_kills_the_command_and_its_children(flow, tmp_path):
+    pidfile = tmp_path / "pid"
+
+    @flow.executable_task(timeout=0.5)
+    async def sleeper():
+        # the grandchild writes its pid: killing only the shell would leave it running
+        return f"sh -c 'echo $$ > {pidfile}; exec sleep 30' & wait"
+
+    started = time.monotonic()
+    with pytest.raises(TaskTimeoutError, match=r"timeout of 0\.5s"):
+        await sleeper()
+    assert time.monotonic() - started < 5
+    assert await wait_gone(int(pidfile.read_text()))
+
+
+async def test_cancel_of_a_running_command_kills_its_process_group(flow, tmp_path):
+    pidfile = tmp_path / "pid"
+
+    @flow.executable_task
+    async def long():
+        return f"echo $$ > {pidfile}; sleep 30 & wait"
+
+    fut = long()
+    pid = await wait_pid(pidfile)
+    assert fut.state == "RUNNING"
+    assert fut.cancel()
+    assert fut.state == "CANCELLED" and fut.cancelled()
+    assert await wait_gone(pid)
+
+
+async def test_sigterm_is_escalated_to_sigkill_after_the_grace_period(flow, tmp_path):
+    pidfile = tmp_path / "pid"
+    script = tmp_path / "stubborn.py"
+    script.write_text(
+        "import os, signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
+        "time.sleep(30)\n"
+    )
+
+    @flow.executable_task(kill_grace=0.3)
+    async def stubborn():
+        return f"exec {sys.executable} {script}"
+
+    fut = stubborn()
+    pid = await wait_pid(pidfile)
+    fut.cancel()
+    assert await wait_gone(pid, seconds=5)
+
+
+async def test_many_commands_run_concurrently(flow):
+    @flow.executable_task
+    async def nap(i):
+        return f"sleep 0.3; echo {i}"
+
+    started = time.monotonic()
+    outs = await asyncio.gather(*(nap(i) for i in range(20)))
+    assert outs == [f"{i}\n" for i in range(20)]
+    assert time.monotonic() - started < 3  # 20 x 0.3 s serially would be 6 s

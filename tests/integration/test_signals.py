@@ -1,0 +1,138 @@
+"""SIGINT/SIGTERM on the main thread: graceful shutdown, handlers restored, second ^C aborts."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+SCRIPT = r"""
+import asyncio, signal, sys
+from plait import WorkflowEngine
+
+async def main():
+    before = signal.getsignal(signal.SIGINT)
+    flow = await WorkflowEngine.create()
+
+    @flow.executable_task
+    async def long():
+        return "echo $$ > {pidfile}; sleep 60 & wait"
+
+    fut = long()
+    print("ready", flush=True)
+    try:
+        await fut
+    except asyncio.CancelledError:
+        print("cancelled", fut.state, flush=True)
+    await flow.shutdown()
+    print("restored", signal.getsignal(signal.SIGINT) == before, flush=True)
+    {after}
+
+asyncio.run(main())
+"""
+
+
+def start(tmp_path, after="pass"):
+    pidfile = tmp_path / "pid"
+    code = SCRIPT.format(pidfile=pidfile, after=after)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.02)
+    return proc, int(pidfile.read_text())
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_shuts_down_gracefully_and_kills_commands(tmp_path, sig):
+    proc, cmd_pid = start(tmp_path)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=20)
+    assert "cancelled CANCELLED" in out, err
+    assert "restored True" in out, err
+    deadline = time.monotonic() + 5
+    while not gone(cmd_pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gone(cmd_pid)
+
+
+def test_ctrl_c_works_as_before_once_the_engine_is_gone(tmp_path):
+    # After shutdown the script sleeps; a SIGINT must now raise KeyboardInterrupt there.
+    after = "print('sleeping', flush=True); await asyncio.sleep(30)"
+    proc, _ = start(tmp_path, after=after)
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout is not None
+    while (line := proc.stdout.readline()) and "sleeping" not in line:
+        pass
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert "KeyboardInterrupt" in err
+    assert proc.returncode != 0
+
+
+def test_signal_handlers_are_not_installed_when_disabled():
+    code = (
+        "import asyncio, signal\n"
+        "from plait import WorkflowEngine\n"
+        "async def main():\n"
+        "    before = signal.getsignal(signal.SIGTERM)\n"
+        "    flow = await WorkflowEngine.create(handle_signals=False)\n"
+        "    print(signal.getsignal(signal.SIGTERM) == before)\n"
+        "    await flow.shutdown()\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "True", out.stderr
+
+
+def test_second_sigint_aborts_a_slow_graceful_shutdown(tmp_path):
+    pidfile = tmp_path / "pid"
+    code = (
+        "import asyncio\n"
+        "from plait import WorkflowEngine\n"
+        "async def main():\n"
+        "    flow = await WorkflowEngine.create()\n"
+        "    @flow.executable_task(kill_grace=30)\n"
+        "    async def stubborn():\n"
+        f"        return \"trap '' TERM; echo $$ > {pidfile}; sleep 60\"\n"
+        "    fut = stubborn()\n"
+        "    print('ready', flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)  # graceful: waits up to 30 s for the stubborn command
+    time.sleep(0.3)
+    assert proc.poll() is None
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)  # abort
+    _, err = proc.communicate(timeout=20)
+    assert time.monotonic() - started < 5
+    assert "KeyboardInterrupt" in err
+    os.killpg(int(pidfile.read_text()), signal.SIGKILL)  # the abort left it behind
