@@ -36,6 +36,7 @@ WORKLOADS: dict[str, tuple[int, int, Any, str]] = {
     "W5": (50, 10, lambda n: n * n, "<= 5x raw"),
     "W6": (10_000, 0, lambda n: n, "-"),
     "M1": (100_000, 5_000, lambda n: n, "< 2 KiB retained/task"),
+    "S1": (1_000, 0, lambda n: n, "-"),
 }
 DESCRIPTIONS = {
     "W1": "independent no-op async tasks",
@@ -45,6 +46,7 @@ DESCRIPTIONS = {
     "W5": "wavefront DAG (side x side)",
     "W6": "sync def tasks in a thread pool",
     "M1": "memory of finished tasks",
+    "S1": "tasks staging one input and one output each",
 }
 REPEATS = 3
 
@@ -107,7 +109,7 @@ def main() -> None:
         for system in systems:
             n = ref_size if system == "asyncflow" else size
             if n == 0:
-                note = "(not supported: the reference rejects def)"
+                note = "(not supported by the reference's local backend)"
                 print(f"{workload:<5}{system:<11}{'-':>8}  {note}")
                 continue
             repeats = 1 if system == "asyncflow" else REPEATS
@@ -128,6 +130,10 @@ def main() -> None:
                 line += f"   retained {kept / 1024:.2f} KiB/task, peak {peak / 1024:.2f}"
             elif system == "plait":
                 line += f"   {target}"
+            if workload == "S1" and system == "plait" and raw_us:
+                per_file = (us - raw_us) / 2
+                res["overhead_us_per_staged_file"] = per_file
+                line += f"   overhead {per_file:.1f} us per staged file"
             print(line)
     out = HERE / "results" / "latest.json"
     out.parent.mkdir(exist_ok=True)

@@ -16,6 +16,7 @@ import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 ENGINES = {"plait": "plait", "asyncflow": "radical.asyncflow"}
@@ -238,7 +239,59 @@ async def m1_engine(flow: Any, n: int) -> dict[str, float]:
     return await _memory(run, n)
 
 
-RAW = {"W1": w1_raw, "W2": w2_raw, "W3": w3_raw, "W4": w4_raw, "W5": w5_raw, "W6": w6_raw}
+# -- S1: tasks that each stage one input and one output -----------------------------------
+
+
+def _staging_source() -> str:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="plait-bench-")) / "input.dat"
+    path.write_bytes(b"x" * 1024)
+    return str(path)
+
+
+async def s1_raw(n: int) -> float:
+    """The floor: the same file work (sandbox, link, write) by hand, in asyncio tasks."""
+    import os
+    import tempfile
+
+    source = _staging_source()
+    root = Path(tempfile.mkdtemp(prefix="plait-bench-raw-"))
+
+    async def one(i: int) -> None:
+        sandbox = root / f"task.{i:06d}"
+        sandbox.mkdir()
+        os.symlink(source, sandbox / "input.dat")
+        (sandbox / "out.dat").write_bytes((sandbox / "input.dat").read_bytes())
+
+    start = time.perf_counter()
+    await asyncio.gather(*[one(i) for i in range(n)])
+    return time.perf_counter() - start
+
+
+async def s1_engine(flow: Any, n: int) -> float:
+    from plait import InputFile, OutputFile
+
+    source = _staging_source()
+
+    @flow.function_task
+    async def copy(inp: str, out: str) -> None:
+        Path(out).write_bytes(Path(inp).read_bytes())
+
+    start = time.perf_counter()
+    await asyncio.gather(*[copy(InputFile(source), OutputFile("out.dat")) for _ in range(n)])
+    return time.perf_counter() - start
+
+
+RAW = {
+    "W1": w1_raw,
+    "W2": w2_raw,
+    "W3": w3_raw,
+    "W4": w4_raw,
+    "W5": w5_raw,
+    "W6": w6_raw,
+    "S1": s1_raw,
+}
 ON_ENGINE = {
     "W1": w1_engine,
     "W2": w2_engine,
@@ -246,4 +299,5 @@ ON_ENGINE = {
     "W4": w4_engine,
     "W5": w5_engine,
     "W6": w6_engine,
+    "S1": s1_engine,
 }

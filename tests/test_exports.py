@@ -10,10 +10,13 @@ def test_public_names_are_pinned():
             "BlockFuture",
             "DependencyFailureError",
             "ExecutionBackend",
+            "InputFile",
             "LocalExecutionBackend",
             "NoopExecutionBackend",
+            "OutputFile",
             "PlaitError",
             "PlaitFuture",
+            "StagedFile",
             "TaskDescription",
             "TaskFuture",
             "TaskKind",
@@ -34,5 +37,11 @@ def test_every_error_derives_from_one_base():
 
 
 def test_reference_names_import_from_plait():
-    from plait import LocalExecutionBackend, NoopExecutionBackend, WorkflowEngine  # noqa: F401
+    from plait import (  # noqa: F401
+        InputFile,
+        LocalExecutionBackend,
+        NoopExecutionBackend,
+        OutputFile,
+        WorkflowEngine,
+    )
     from plait.errors import DependencyFailureError  # noqa: F401

@@ -24,6 +24,7 @@ from plait.backends.noop import NoopExecutionBackend
 from plait.engine import WorkflowEngine
 from plait.errors import DependencyFailureError, PlaitError
 from plait.future import BlockFuture, PlaitFuture, TaskFuture
+from plait.staging import InputFile, OutputFile, StagedFile
 from plait.states import TaskState
 from plait.task import TaskDescription, TaskKind, TaskOptions
 
@@ -33,10 +34,13 @@ __all__ = [
     "BlockFuture",
     "DependencyFailureError",
     "ExecutionBackend",
+    "InputFile",
     "LocalExecutionBackend",
     "NoopExecutionBackend",
+    "OutputFile",
     "PlaitError",
     "PlaitFuture",
+    "StagedFile",
     "TaskDescription",
     "TaskFuture",
     "TaskKind",

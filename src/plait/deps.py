@@ -82,15 +82,17 @@ def find(
 _MISSING = object()
 
 
-def _sub(obj: Any) -> Any:
-    """Return ``obj`` with every future replaced by its result; ``_MISSING`` if unchanged."""
+def _sub(obj: Any, files: dict[int, Any] | None) -> Any:
+    """Return ``obj`` with futures (and mapped files) replaced; ``_MISSING`` if unchanged."""
     if isinstance(obj, asyncio.Future):
         return obj.result()
+    if files is not None and id(obj) in files:
+        return files[id(obj)]
     if isinstance(obj, dict):
         changed = False
         items = []
         for key, value in obj.items():
-            new_key, new_value = _sub(key), _sub(value)
+            new_key, new_value = _sub(key, files), _sub(value, files)
             if new_key is not _MISSING or new_value is not _MISSING:
                 changed = True
             items.append(
@@ -101,9 +103,9 @@ def _sub(obj: Any) -> Any:
             )
         if not changed:
             return _MISSING
-        return type(obj)(items) if type(obj) is dict else _rebuild_mapping(obj, items)
+        return dict(items) if type(obj) is dict else _rebuild_mapping(obj, items)
     if isinstance(obj, list | tuple | set | frozenset):
-        subs = [_sub(item) for item in obj]
+        subs = [_sub(item, files) for item in obj]
         if all(s is _MISSING for s in subs):
             return _MISSING
         values = [item if s is _MISSING else s for item, s in zip(obj, subs, strict=True)]
@@ -121,15 +123,16 @@ def _rebuild_mapping(obj: dict[Any, Any], items: list[tuple[Any, Any]]) -> dict[
 
 
 def substitute(
-    args: tuple[Any, ...], kwargs: dict[str, Any]
+    args: tuple[Any, ...], kwargs: dict[str, Any], files: dict[int, Any] | None = None
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Return ``args`` and ``kwargs`` with every future replaced by its result.
 
-    Every future in them must be done with a result.
+    Every future in them must be done with a result. ``files`` maps ``id()`` of declared
+    data files to what replaces them (their staged paths).
 
     Raises:
         TypeError: a result put into a set (or used as a dict key) is not hashable.
     """
-    new_args = tuple(a if (s := _sub(a)) is _MISSING else s for a in args)
-    new_kwargs = {k: v if (s := _sub(v)) is _MISSING else s for k, v in kwargs.items()}
+    new_args = tuple(a if (s := _sub(a, files)) is _MISSING else s for a in args)
+    new_kwargs = {k: v if (s := _sub(v, files)) is _MISSING else s for k, v in kwargs.items()}
     return new_args, new_kwargs

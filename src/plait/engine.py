@@ -16,6 +16,7 @@ import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -34,6 +35,7 @@ from plait.future import PlaitFuture, mark_running
 from plait.graph import Node
 from plait.scheduler import Scheduler
 from plait.signals import SignalHandlers
+from plait.staging.sandbox import Stager
 from plait.states import TaskState
 from plait.task import TaskKind, TaskTemplate
 
@@ -90,7 +92,8 @@ class WorkflowEngine:
             self._originals[adapted.name] = backend
         self._default_name = next(iter(own))
         self._backends = own
-        self._scheduler = Scheduler(self.loop, own, own[self._default_name], self.uid)
+        stager = Stager(Path(self.work_dir) / self.uid, implicit=implicit_data)
+        self._scheduler = Scheduler(self.loop, own, own[self._default_name], self.uid, stager)
         self._closed = False
         self._shutdown_task: asyncio.Task[None] | None = None
         self._signals: SignalHandlers | None = None

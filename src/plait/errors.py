@@ -16,6 +16,7 @@ The hierarchy::
         ├── TaskTimeoutError        the task ran longer than its ``timeout`` (TimeoutError)
         ├── OutputFileMissingError  a declared ``OutputFile`` was not produced
         ├── InputFileError          an ``InputFile`` could not be staged into the sandbox
+        ├── FileClashError          two different files would share one name in a sandbox
         └── BackendError            a backend failed to accept or report a task
 
 Errors that stand for bad input also derive from the matching built-in exception
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigurationError",
     "DependencyFailureError",
     "EngineShutdownError",
+    "FileClashError",
     "InputFileError",
     "InvalidTaskError",
     "MissingDependencyError",
@@ -180,6 +182,13 @@ class OutputFileMissingError(TaskError, FileNotFoundError):
 
 class InputFileError(TaskError, FileNotFoundError):
     """An ``InputFile`` could not be found, fetched or linked into the task's sandbox."""
+
+
+class FileClashError(TaskError, FileExistsError):
+    """Two different files would get the same name in one task's sandbox.
+
+    For example two dependencies that both produce ``out.txt`` for one dependent.
+    """
 
 
 class BackendError(TaskError):

@@ -49,6 +49,7 @@ class Node:
         parent: the block this node was created in, if any.
         members: for a block, its unfinished members.
         deps: the futures this node depends on (kept for data staging and errors).
+        files: the ``InputFile``/``OutputFile`` declarations in its arguments.
     """
 
     __slots__ = (
@@ -57,6 +58,7 @@ class Node:
         "dependents",
         "deps",
         "desc",
+        "files",
         "future",
         "has_deps",
         "members",
@@ -82,6 +84,7 @@ class Node:
         self.parent: Node | None = None
         self.members: set[Node] | None = None
         self.deps: tuple[asyncio.Future[Any], ...] = ()
+        self.files: list[Any] = []
 
     def __repr__(self) -> str:
         return f"<Node {self.desc.uid} pending={self.pending}>"

@@ -50,6 +50,8 @@ from plait.future import (
     settle_result,
 )
 from plait.graph import Node, downstream, release
+from plait.staging.files import DataFile
+from plait.staging.sandbox import Stager
 from plait.task import TaskDescription, TaskKind, TaskOptions, TaskTemplate, make_options
 
 __all__ = ["Scheduler"]
@@ -57,6 +59,8 @@ __all__ = ["Scheduler"]
 logger = logging.getLogger(__name__)
 
 _NO_KWARGS: dict[str, Any] = {}
+_NO_FILES: list[Any] = []
+_FILE_TYPES = (DataFile,)
 _NOT_RETRIED = (InvalidTaskError, UnsupportedTaskError, UnknownBackendError)
 
 
@@ -68,6 +72,7 @@ class Scheduler:
         backends: the engine's backends by name.
         default: the backend of tasks that name none.
         engine_uid: the engine's uid, for messages.
+        stager: prepares the sandboxes of tasks that declare files.
     """
 
     def __init__(
@@ -76,8 +81,10 @@ class Scheduler:
         backends: Mapping[str, ExecutionBackend],
         default: ExecutionBackend,
         engine_uid: str,
+        stager: Stager,
     ) -> None:
         self.loop = loop
+        self.stager = stager
         self.backends = backends
         self.default = default
         self.live: dict[str, Node] = {}
@@ -180,12 +187,15 @@ class Scheduler:
     def _link(self, node: Node) -> TaskError | None:
         desc = node.desc
         try:
-            found = find(desc.args, desc.kwargs)
+            found = find(desc.args, desc.kwargs, _FILE_TYPES)
         except RecursionError:
             return InvalidTaskError(
                 f"the arguments of {desc.name!r} ({desc.uid}) nest too deeply or contain themselves"
             )
-        if found is None or not found.futures:
+        if found is None:
+            return None
+        node.files = found.files
+        if not found.futures:
             return None
         node.has_deps = True
         node.deps = tuple(found.futures.values())
@@ -255,15 +265,25 @@ class Scheduler:
     async def _execute(self, node: Node) -> None:
         desc = node.desc
         try:
-            if node.has_deps:
-                self._put_results(desc)
+            staged = None
+            backend = node.backend
+            if (
+                (node.files or node.deps or desc.options.capture_stdio)
+                and backend is not None
+                and backend.runs_work
+                and self.stager.wants_sandbox(desc, node.files, node.deps)
+            ):
+                staged = await self.stager.prepare(
+                    desc, node.files, node.deps, copy=not backend.shares_filesystem
+                )
+            if node.has_deps or staged:
+                self._put_results(desc, staged)
             if desc.kind is TaskKind.BLOCK:
                 mark_running(node.future)
                 value = await self._run_block(node)
             else:
                 if desc.kind is not TaskKind.FUNCTION:
                     await self._build(desc)
-                backend = node.backend
                 assert backend is not None
                 if not backend.reports_running:
                     mark_running(node.future)
@@ -271,6 +291,8 @@ class Scheduler:
                     value = await backend.run(desc)
                 else:
                     value = await self._attempts(desc, backend)
+                if desc.outputs:
+                    self.stager.check_outputs(desc)
         except asyncio.CancelledError:
             self.cancel_node(node)
             return
@@ -280,9 +302,9 @@ class Scheduler:
         self.succeed(node, value)
 
     @staticmethod
-    def _put_results(desc: TaskDescription) -> None:
+    def _put_results(desc: TaskDescription, staged: dict[int, Any] | None) -> None:
         try:
-            desc.args, desc.kwargs = substitute(desc.args, desc.kwargs)
+            desc.args, desc.kwargs = substitute(desc.args, desc.kwargs, staged)
         except TypeError as exc:
             raise InvalidTaskError(
                 f"cannot put the dependency results of {desc.name!r} ({desc.uid}) in place: {exc}"
@@ -387,6 +409,7 @@ class Scheduler:
         self.live.pop(desc.uid, None)
         desc.args, desc.kwargs = (), _NO_KWARGS
         node.deps = ()
+        node.files = _NO_FILES
         node.context = None
         node.runner = None
         node.future._node = None

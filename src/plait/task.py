@@ -236,6 +236,8 @@ class TaskDescription(Mapping[str, Any]):
     command: str | None = None
     prompt: Any = None
     sandbox: str | None = None
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
@@ -278,7 +280,12 @@ class TaskDescription(Mapping[str, Any]):
         """A fresh dict in radical.asyncflow's task format, for reference-style backends."""
         out = {key: self[key] for key in _REFERENCE_KEYS}
         out["command"] = self.command
-        out["metadata"] = {"dependencies": [], "input_files": [], "output_files": []}
+        out["sandbox"] = self.sandbox
+        out["metadata"] = {
+            "dependencies": [],
+            "input_files": list(self.inputs),
+            "output_files": list(self.outputs),
+        }
         out.update(self.extra)
         return out
 

@@ -23,3 +23,20 @@ def test_pipeline_example_mixes_commands_and_functions(tmp_path):
     assert len({mean for _, mean in lines}) == 8  # eight different samples
     grand = float(re.search(r"grand mean (0\.\d+)", out).group(1))
     assert abs(grand - 0.5) < 0.02
+
+
+def test_files_example_hands_files_along_a_chain_and_a_fan_in(tmp_path):
+    work = tmp_path / "work"
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "files.py"), str(work)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = re.findall(r"^(\d) (-?\d+\.\d) (-?\d+\.\d)$", done.stdout, flags=re.M)
+    assert rows == [(str(r), f"{-float(r)}", "0.0") for r in range(1, 5)]
+    (session,) = work.iterdir()
+    tables = list(session.glob("task.*/table.txt"))
+    assert len(tables) == 2  # produced by merge, linked into report
+    assert sum(t.is_symlink() for t in tables) == 1

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from plait import LocalExecutionBackend, WorkflowEngine
-from plait.errors import DependencyFailureError, UnknownBackendError
+from plait import InputFile, LocalExecutionBackend, WorkflowEngine
+from plait.errors import DependencyFailureError, InputFileError, UnknownBackendError
 
 
 async def test_fault_1_no_polling_chain_of_five_50ms_tasks_takes_about_250ms(flow):
@@ -282,3 +282,25 @@ async def test_fault_13_results_nobody_needs_are_not_retained(flow):
     assert await downstream == "consumed"
     gc.collect()
     assert ref() is None
+
+
+async def test_fault_11_input_file_does_no_io_at_construction(flow, tmp_path):
+    # Port 9 (discard) on loopback: nothing listens, so any fetch would fail or hang.
+    started = time.monotonic()
+    declared = InputFile("http://127.0.0.1:9/never/fetched.csv")
+    assert time.monotonic() - started < 0.01
+    assert declared.filename == "fetched.csv"
+    assert not (tmp_path / "fetched.csv").exists()
+
+    @flow.function_task
+    def use(inp):
+        return inp
+
+    @flow.function_task
+    async def other():
+        return "unaffected"
+
+    failing = use(declared)
+    assert await other() == "unaffected"
+    with pytest.raises(InputFileError):
+        await failing  # fetched only when the task is about to run

@@ -37,11 +37,14 @@ class ExecutionBackend(abc.ABC):
             into sandboxes rather than copied.
         reports_running: the backend itself says when a task starts running; otherwise
             the engine marks a task RUNNING when it hands it over.
+        runs_work: the backend really runs tasks, so their data files are staged and
+            their outputs checked (False for the dry-run backend).
     """
 
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.FUNCTION, TaskKind.EXECUTABLE})
     shares_filesystem: ClassVar[bool] = True
     reports_running: ClassVar[bool] = False
+    runs_work: ClassVar[bool] = True
 
     def __init__(self, name: str = "default") -> None:
         if not isinstance(name, str) or not name:

@@ -25,6 +25,7 @@ class NoopExecutionBackend(ExecutionBackend):
     kinds: ClassVar[frozenset[TaskKind]] = frozenset(
         {TaskKind.FUNCTION, TaskKind.EXECUTABLE, TaskKind.PROMPT}
     )
+    runs_work: ClassVar[bool] = False
 
     async def run(self, task: TaskDescription) -> Any:
         """Return the dummy output for ``task`` without running anything."""

@@ -18,9 +18,11 @@ import os
 import shlex
 import signal
 from collections.abc import Mapping
+from pathlib import Path
 from typing import IO, Any
 
 from plait.errors import CommandError, InvalidTaskError
+from plait.staging.sandbox import stdio_paths
 from plait.task import TaskDescription
 
 __all__ = ["Completed", "run_command", "run_task_command"]
@@ -120,17 +122,54 @@ async def run_command(
 async def run_task_command(task: TaskDescription) -> str:
     """Run an executable task's command; return its stdout as text.
 
+    The command runs in the task's ``cwd`` option, else in its sandbox if it has one.
+    With ``capture_stdio``, stdout and stderr stream straight to files beside the
+    sandbox (nothing is held in memory) and the result is the stdout file's path.
+
     Raises:
         CommandError: the command exited non-zero (with the tail of its stderr).
     """
     command = task.command
     assert command is not None
     opts = task.options
+    cwd = opts.cwd if opts.cwd is not None else task.sandbox
+    if opts.capture_stdio and task.sandbox is not None:
+        out_path, err_path = stdio_paths(task)
+        out, err = _open_for_writing(out_path), _open_for_writing(err_path)
+        with out, err:
+            done = await run_command(
+                command,
+                shell=opts.shell,
+                cwd=cwd,
+                env=opts.env,
+                kill_grace=opts.kill_grace,
+                stdout=out,
+                stderr=err,
+            )
+        if done.exit_code != 0:
+            _fail(task, done.exit_code, _read_tail(err_path))
+        return str(out_path)
     done = await run_command(
-        command, shell=opts.shell, cwd=opts.cwd, env=opts.env, kill_grace=opts.kill_grace
+        command, shell=opts.shell, cwd=cwd, env=opts.env, kill_grace=opts.kill_grace
     )
     if done.exit_code != 0:
-        raise CommandError(
-            command, done.exit_code, _tail(done.stderr), task_uid=task.uid, task_name=task.name
-        )
+        _fail(task, done.exit_code, done.stderr)
     return done.stdout.decode("utf-8", errors="replace")
+
+
+def _open_for_writing(path: Path) -> IO[bytes]:
+    """Open a capture file: a local open, quick, done on the loop on purpose."""
+    return open(path, "wb")
+
+
+def _read_tail(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 4 * STDERR_TAIL_CHARS))
+        return f.read()
+
+
+def _fail(task: TaskDescription, exit_code: int, stderr: bytes) -> None:
+    raise CommandError(
+        task.command or "", exit_code, _tail(stderr), task_uid=task.uid, task_name=task.name
+    )
