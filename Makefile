@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,18 +17,23 @@ demo: $(VENV)/.installed
 	$(PY) examples/pipeline.py
 
 # Lint, type-check and run the whole test suite.
-test: $(VENV)/.installed lint
+test: $(VENV)/.installed lint browser
 	$(PY) -m pytest
+
+# Headless Chromium for the report test (installed with apt-get when run as root).
+browser:
+	scripts/ensure-chromium
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(VENV)/bin/mypy
 
-# Side-by-side benchmarks: plait vs raw asyncio vs radical.asyncflow.
+# Side-by-side benchmarks: plait vs raw asyncio vs radical.asyncflow, then telemetry costs.
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/telemetry.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

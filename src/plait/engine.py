@@ -14,29 +14,29 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from plait.backends.base import ExecutionBackend
-from plait.backends.compat import (
-    ReferenceBackend,
-    is_reference_backend,
-    reference_error,
-    reference_result,
-)
+from plait.backends.compat import ReferenceBackend, is_reference_backend
 from plait.backends.local import LocalExecutionBackend
 from plait.backends.noop import NoopExecutionBackend
 from plait.decorators import TaskDecorator
-from plait.errors import BackendError, ConfigurationError, EngineShutdownError, PlaitError
-from plait.future import PlaitFuture, mark_running
-from plait.graph import Node
+from plait.errors import ConfigurationError, EngineShutdownError, PlaitError
+from plait.future import PlaitFuture
+from plait.reference import ReferenceHooks
 from plait.scheduler import Scheduler
 from plait.signals import SignalHandlers
 from plait.staging.sandbox import Stager
-from plait.states import TaskState
+from plait.telemetry.events import EventBus, EventKind, Record, TaskEvent
+
+if TYPE_CHECKING:
+    from plait.telemetry.manager import TelemetryManager
+    from plait.telemetry.progress import ProgressDisplay
 from plait.task import TaskKind, TaskTemplate
 
 __all__ = ["WorkflowEngine"]
@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 _CALL_KWARGS = frozenset({"task_description", "workflow_id"})
 
 
-class WorkflowEngine:
+class WorkflowEngine(ReferenceHooks):
     """Runs a workflow's tasks as soon as their inputs are ready.
 
     Create one with ``flow = await WorkflowEngine.create(...)`` (or
@@ -73,6 +73,7 @@ class WorkflowEngine:
         uid: str | None = None,
         work_dir: str | os.PathLike[str] | None = None,
         handle_signals: bool = True,
+        progress: Any = False,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.uid = uid or f"plait.session.{uuid.uuid4().hex[:8]}"
@@ -94,6 +95,16 @@ class WorkflowEngine:
         self._backends = own
         stager = Stager(Path(self.work_dir) / self.uid, implicit=implicit_data)
         self._scheduler = Scheduler(self.loop, own, own[self._default_name], self.uid, stager)
+        self._bus = EventBus(self._default_name, self._set_publisher)
+        self._event_queues: set[asyncio.Queue[TaskEvent | None]] = set()
+        self._telemetry: list[TelemetryManager] = []
+        self._progress: ProgressDisplay | None = None
+        if progress:
+            from plait.telemetry.progress import ProgressDisplay
+
+            console = None if progress is True else progress
+            self._progress = ProgressDisplay(self._bus, console)
+            self._progress.start()
         self._closed = False
         self._shutdown_task: asyncio.Task[None] | None = None
         self._signals: SignalHandlers | None = None
@@ -131,6 +142,7 @@ class WorkflowEngine:
         work_dir: str | os.PathLike[str] | None = None,
         *,
         handle_signals: bool = True,
+        progress: Any = False,
     ) -> _Starting:
         """Create an engine; await the result, or use it with ``async with``.
 
@@ -144,12 +156,16 @@ class WorkflowEngine:
             work_dir: where sandboxes and captured output go; the cwd by default.
             handle_signals: on the main thread, turn SIGINT/SIGTERM into a graceful
                 shutdown (and restore the previous handlers at shutdown).
+            progress: ``True`` shows a live progress display (``plait[progress]``) when
+                stdout is a terminal; a ``rich.console.Console`` draws on that console.
 
         Raises:
             ConfigurationError: duplicate backend names, an empty list, or an object
                 that is not a backend.
         """
-        return _Starting(cls._start(backend, dry_run, implicit_data, uid, work_dir, handle_signals))
+        return _Starting(
+            cls._start(backend, dry_run, implicit_data, uid, work_dir, handle_signals, progress)
+        )
 
     @classmethod
     async def _start(
@@ -160,6 +176,7 @@ class WorkflowEngine:
         uid: str | None,
         work_dir: str | os.PathLike[str] | None,
         handle_signals: bool,
+        progress: Any,
     ) -> WorkflowEngine:
         if backend is None:
             backends: list[Any] = [NoopExecutionBackend() if dry_run else LocalExecutionBackend()]
@@ -179,6 +196,7 @@ class WorkflowEngine:
             uid=uid,
             work_dir=work_dir,
             handle_signals=handle_signals,
+            progress=progress,
         )
 
     # -- what users see -----------------------------------------------------------------
@@ -229,10 +247,91 @@ class WorkflowEngine:
         """
         wid = workflow_id or f"wf-{uuid.uuid4().hex[:8]}"
         token = self._scheduler.workflow_var.set(wid)
+        self._publish_scope(EventKind.SCOPE_STARTED, wid)
         try:
             yield wid
         finally:
             self._scheduler.workflow_var.reset(token)
+            self._publish_scope(EventKind.SCOPE_FINISHED, wid)
+
+    # -- events -------------------------------------------------------------------------
+
+    def _set_publisher(self, publish: Callable[[Record], None] | None) -> None:
+        self._scheduler.publish = publish
+
+    def _publish_scope(self, kind: EventKind, wid: str) -> None:
+        publish = self._scheduler.publish
+        if publish is not None:
+            publish((kind, wid, time.time(), None))
+
+    @property
+    def bus(self) -> EventBus:
+        """The engine's event bus (for sinks that need raw records)."""
+        return self._bus
+
+    def subscribe(self, callback: Callable[[TaskEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every lifecycle event of every task and block.
+
+        A callback that raises is logged and dropped; the run goes on.
+
+        Returns:
+            A function that unsubscribes the callback.
+        """
+        return self._bus.subscribe(callback)
+
+    async def start_telemetry(
+        self,
+        resource_poll_interval: float = 5.0,
+        checkpoint_interval: float | None = None,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        span_processors: list[Any] | None = None,
+        metric_readers: list[Any] | None = None,
+        resource: Any = None,
+    ) -> TelemetryManager:
+        """Record this engine's run: JSONL checkpoint, resource samples, OpenTelemetry.
+
+        Args:
+            resource_poll_interval: seconds between CPU/memory/GPU samples.
+            checkpoint_interval: seconds between flushes to the checkpoint file and the
+                span exporters (5 s when None).
+            checkpoint_path: a directory (the file is ``<engine uid>.jsonl`` in it) or a
+                ``.jsonl`` file; None writes no file.
+            span_processors: OpenTelemetry span processors (exporters) to add.
+            metric_readers: OpenTelemetry metric readers to add.
+            resource: an OpenTelemetry ``Resource``; from ``OTEL_*`` variables if None.
+
+        Returns:
+            The manager; ``flow.shutdown()`` stops and flushes it.
+        """
+        from plait.telemetry.manager import TelemetryManager
+
+        manager = TelemetryManager(
+            self,
+            resource_poll_interval=resource_poll_interval,
+            checkpoint_interval=checkpoint_interval,
+            checkpoint_path=checkpoint_path,
+            span_processors=span_processors,
+            metric_readers=metric_readers,
+            resource=resource,
+        )
+        await manager.start()
+        self._telemetry.append(manager)
+        return manager
+
+    async def events(self) -> AsyncIterator[TaskEvent]:
+        """Iterate over lifecycle events as they happen, until the engine shuts down.
+
+        Events are queued from the moment the iteration starts; none are dropped.
+        """
+        queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue()
+        self._event_queues.add(queue)
+        unsubscribe = self._bus.subscribe(queue.put_nowait)
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            unsubscribe()
+            self._event_queues.discard(queue)
 
     # -- shutdown -----------------------------------------------------------------------
 
@@ -256,6 +355,15 @@ class WorkflowEngine:
             await asyncio.gather(*runners, return_exceptions=True)
         if self._signals is not None:
             self._signals.restore()
+        if self._progress is not None:
+            self._progress.stop()
+        for manager in self._telemetry:
+            try:
+                await manager.stop()
+            except Exception:
+                logger.exception("telemetry of engine %s failed to stop cleanly", self.uid)
+        for queue in self._event_queues:
+            queue.put_nowait(None)  # ends every events() iteration
         if not skip_execution_backend:
             outcomes = await asyncio.gather(
                 *(b.shutdown() for b in self._backends.values()), return_exceptions=True
@@ -280,101 +388,6 @@ class WorkflowEngine:
         tb: TracebackType | None,
     ) -> None:
         await self.shutdown()
-
-    # -- the reference's backend-facing hooks -------------------------------------------
-
-    def task_callbacks(
-        self, task: Any, state: Any, service_callback: Callable[..., Any] | None = None
-    ) -> None:
-        """Receive a state change from a reference-style backend.
-
-        ``task`` is the task's dict (or an object with ``as_dict()``); ``state`` one of
-        RUNNING, DONE, FAILED, CANCELED. Safe to call from any thread. A report that
-        cannot be read fails that task only.
-        """
-        if threading.get_ident() != self._thread:
-            self.loop.call_soon_threadsafe(self.task_callbacks, task, state, service_callback)
-            return
-        try:
-            report = task if isinstance(task, dict) else task.as_dict()
-            node = self._scheduler.live.get(report["uid"])
-        except Exception:
-            logger.warning("ignored an unreadable task report: %r", task)
-            return
-        if node is None:
-            logger.debug("ignored a report for unknown or finished task %r", report.get("uid"))
-            return
-        backend = node.backend
-        new = (
-            backend.state_of(state)
-            if isinstance(backend, ReferenceBackend)
-            else ReferenceBackend._read_states_map(None).get(str(state))
-        )
-        if service_callback is not None:
-            try:
-                service_callback(node.future, task, state)
-            except Exception as exc:
-                error = BackendError(f"service callback of {node.desc.uid} failed: {exc}")
-                error.__cause__ = exc
-                self._scheduler.fail(node, error)
-                return
-        if new is None:
-            return
-        self._apply_report(node, report, new)
-
-    def _apply_report(self, node: Node, report: dict[str, Any], new: TaskState) -> None:
-        if new is TaskState.RUNNING:
-            mark_running(node.future)
-            return
-        backend = node.backend
-        if isinstance(backend, ReferenceBackend) and backend.deliver(report, new):
-            return
-        # Not waited for by an adapter (a plait backend, or a task the caller settles).
-        if new is TaskState.DONE:
-            self._scheduler.succeed(node, reference_result(report, node.desc.kind))
-        elif new is TaskState.FAILED:
-            self._scheduler.fail(node, reference_error(report, node.desc))
-        else:
-            self._scheduler.cancel_node(node)
-        runner = node.runner
-        if runner is not None and not runner.done():
-            runner.cancel()
-
-    def _node_of(self, task: Any, fut: Any) -> Node | None:
-        node = getattr(fut, "_node", None)
-        if node is None and isinstance(task, dict):
-            node = self._scheduler.live.get(task.get("uid", ""))
-        return node
-
-    def handle_task_success(self, task: dict[str, Any], task_fut: Any = None) -> None:
-        """Settle a task as DONE from a reference-style report (``return_value``/``stdout``)."""
-        node = self._node_of(task, task_fut)
-        if node is not None:
-            self._apply_report(node, task, TaskState.DONE)
-
-    def handle_task_failure(
-        self, task: dict[str, Any], task_fut: Any = None, override_error_message: Any = None
-    ) -> None:
-        """Settle a task as FAILED, with ``override_error_message`` if given."""
-        node = self._node_of(task, task_fut)
-        if node is None:
-            return
-        if override_error_message is not None:
-            error = override_error_message
-            if not isinstance(error, BaseException):
-                error = BackendError(str(error))
-            task = {**task, "exception": error}
-        self._apply_report(node, task, TaskState.FAILED)
-
-    def handle_task_cancellation(self, task: dict[str, Any], task_fut: Any = None) -> None:
-        """Settle a task as CANCELLED."""
-        node = self._node_of(task, task_fut)
-        if node is not None:
-            self._apply_report(node, task, TaskState.CANCELLED)
-
-    handle_component_success = handle_task_success
-    handle_component_failure = handle_task_failure
-    handle_component_cancellation = handle_task_cancellation
 
     def __repr__(self) -> str:
         state = "shut down" if self._closed else f"{len(self._scheduler.live)} unfinished"

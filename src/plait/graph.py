@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from plait.future import PlaitFuture
     from plait.task import TaskDescription
 
-__all__ = ["Node", "downstream", "release"]
+__all__ = ["Node", "add_dependent", "downstream", "release"]
 
 
 class Node:
@@ -79,20 +79,32 @@ class Node:
         self.backend: ExecutionBackend | None = None
         self.pending = 0
         self.has_deps = False
-        self.dependents: list[Node] = []
+        # Empty tuples are shared; a list is made only for a node that gets dependents.
+        # Fewer objects per task means less work for the garbage collector.
+        self.dependents: list[Node] | tuple[()] = ()
         self.runner: asyncio.Task[None] | None = None
         self.parent: Node | None = None
         self.members: set[Node] | None = None
         self.deps: tuple[asyncio.Future[Any], ...] = ()
-        self.files: list[Any] = []
+        self.files: list[Any] | tuple[()] = ()
 
     def __repr__(self) -> str:
         return f"<Node {self.desc.uid} pending={self.pending}>"
 
 
+def add_dependent(node: Node, dependent: Node) -> None:
+    """Record that ``dependent`` waits for ``node``."""
+    if node.dependents:
+        node.dependents.append(dependent)
+    else:
+        node.dependents = [dependent]
+
+
 def release(node: Node) -> list[Node]:
     """Mark ``node`` finished for its dependents; return those now ready to run."""
-    dependents, node.dependents = node.dependents, []
+    dependents, node.dependents = node.dependents, ()
+    if not dependents:
+        return []
     ready = []
     for dependent in dependents:
         dependent.pending -= 1
@@ -118,8 +130,8 @@ def downstream(node: Node, *, members: bool) -> Iterator[tuple[Node, Node]]:
         current, cause = stack.pop()
         if current is not node:
             yield current, cause
-        below: list[Node] = current.dependents
-        current.dependents = []
+        below: list[Node] = list(current.dependents)
+        current.dependents = ()
         if members and current.members:
             below = [*below, *current.members]
             current.members = set()

@@ -27,16 +27,17 @@ import functools
 import inspect
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from time import time as _now
 from typing import Any
 
+from plait.attempts import build, run_attempts
 from plait.backends.base import ExecutionBackend
 from plait.deps import find, substitute
 from plait.errors import (
     DependencyFailureError,
     InvalidTaskError,
     TaskError,
-    TaskTimeoutError,
     UnknownBackendError,
     UnsupportedTaskError,
 )
@@ -49,19 +50,23 @@ from plait.future import (
     settle_error,
     settle_result,
 )
-from plait.graph import Node, downstream, release
+from plait.graph import Node, add_dependent, downstream, release
 from plait.staging.files import DataFile
 from plait.staging.sandbox import Stager
+from plait.states import TaskState
 from plait.task import TaskDescription, TaskKind, TaskOptions, TaskTemplate, make_options
+from plait.telemetry.events import EventKind, Record
 
 __all__ = ["Scheduler"]
 
 logger = logging.getLogger(__name__)
 
 _NO_KWARGS: dict[str, Any] = {}
-_NO_FILES: list[Any] = []
 _FILE_TYPES = (DataFile,)
-_NOT_RETRIED = (InvalidTaskError, UnsupportedTaskError, UnknownBackendError)
+_OPTION_KEYS = frozenset(
+    {"shell", "cwd", "env", "timeout", "retries", "retry_backoff", "kill_grace", "priority"}
+)
+"""``task_description`` keys that set plait options (the rest are backend hints)."""
 
 
 class Scheduler:
@@ -89,6 +94,8 @@ class Scheduler:
         self.default = default
         self.live: dict[str, Node] = {}
         self._counter = itertools.count(1)
+        # Set by the engine's EventBus while anybody listens; None costs one test per step.
+        self.publish: Callable[[Record], None] | None = None
         # Per engine, so that two engines in one process never see each other's scopes.
         self.workflow_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
             f"plait.workflow.{engine_uid}", default=None
@@ -138,6 +145,10 @@ class Scheduler:
         if parent is not None and parent.members is not None:
             parent.members.add(node)
             node.parent = parent
+            desc.parent = parent.desc.uid
+        publish = self.publish
+        if publish is not None:
+            publish((EventKind.CREATED, desc, _now(), None))
         if error is None and kind is not TaskKind.BLOCK:
             error = self._route(node, options)
         if error is None:
@@ -194,7 +205,8 @@ class Scheduler:
             )
         if found is None:
             return None
-        node.files = found.files
+        if found.files:
+            node.files = found.files
         if not found.futures:
             return None
         node.has_deps = True
@@ -202,7 +214,7 @@ class Scheduler:
         for dep in node.deps:
             dep_node: Node | None = getattr(dep, "_node", None)
             if dep_node is not None and getattr(dep, "_owner", None) is self:
-                dep_node.dependents.append(node)
+                add_dependent(dep_node, node)
                 node.pending += 1
             elif dep.done():
                 if dep.cancelled():
@@ -260,6 +272,11 @@ class Scheduler:
     # -- 2. run ------------------------------------------------------------------------
 
     def _launch(self, node: Node) -> None:
+        publish = self.publish
+        if publish is not None:
+            now = _now()
+            publish((EventKind.RESOLVED, node.desc, now, None))
+            publish((EventKind.QUEUED, node.desc, now, None))
         node.runner = self.loop.create_task(self._execute(node), context=node.context)
 
     async def _execute(self, node: Node) -> None:
@@ -279,18 +296,21 @@ class Scheduler:
             if node.has_deps or staged:
                 self._put_results(desc, staged)
             if desc.kind is TaskKind.BLOCK:
-                mark_running(node.future)
+                self.started(node)
                 value = await self._run_block(node)
             else:
                 if desc.kind is not TaskKind.FUNCTION:
-                    await self._build(desc)
+                    await build(desc)
                 assert backend is not None
+                publish = self.publish
+                if publish is not None:
+                    publish((EventKind.SUBMITTED, desc, _now(), None))
                 if not backend.reports_running:
-                    mark_running(node.future)
+                    self.started(node)
                 if desc.options.is_plain:
                     value = await backend.run(desc)
                 else:
-                    value = await self._attempts(desc, backend)
+                    value = await run_attempts(desc, backend, self._retrying)
                 if desc.outputs:
                     self.stager.check_outputs(desc)
         except asyncio.CancelledError:
@@ -321,48 +341,18 @@ class Scheduler:
             value = await value
         return value
 
-    @staticmethod
-    async def _build(desc: TaskDescription) -> None:
-        value = desc.func(*desc.args, **desc.kwargs)
-        if inspect.isawaitable(value):
-            value = await value
-        if desc.kind is TaskKind.EXECUTABLE:
-            if not isinstance(value, str) or not value.strip():
-                raise InvalidTaskError(
-                    f"executable task {desc.name!r} ({desc.uid}) must return a non-empty "
-                    f"command string, got {type(value).__name__}: {value!r:.200}",
-                    task_uid=desc.uid,
-                    task_name=desc.name,
-                )
-            desc.command = value
-        else:
-            desc.prompt = _check_prompt(desc, value)
+    def _retrying(self, desc: TaskDescription, exc: BaseException) -> None:
+        publish = self.publish
+        if publish is not None:
+            publish((EventKind.RETRIED, desc, _now(), exc))
 
-    @staticmethod
-    async def _attempts(desc: TaskDescription, backend: ExecutionBackend) -> Any:
-        opts = desc.options
-        attempt = 0
-        while True:
-            try:
-                return await _one_attempt(desc, backend)
-            except _NOT_RETRIED:
-                raise
-            except Exception as exc:
-                if attempt >= opts.retries:
-                    raise
-                attempt += 1
-                delay = opts.retry_backoff * 2 ** (attempt - 1)
-                logger.info(
-                    "task %s (%s) failed (%s: %s); retry %d of %d in %.2fs",
-                    desc.name,
-                    desc.uid,
-                    type(exc).__name__,
-                    exc,
-                    attempt,
-                    opts.retries,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+    def started(self, node: Node) -> None:
+        """Mark ``node`` RUNNING (a no-op unless it is PENDING)."""
+        if node.future._state is TaskState.PENDING:
+            mark_running(node.future)
+            publish = self.publish
+            if publish is not None:
+                publish((EventKind.STARTED, node.desc, _now(), None))
 
     # -- 3. settle ---------------------------------------------------------------------
 
@@ -370,6 +360,9 @@ class Scheduler:
         """Finish ``node`` with ``value`` and launch the dependents it was the last for."""
         if not settle_result(node.future, value):
             return
+        publish = self.publish
+        if publish is not None:
+            publish((EventKind.COMPLETED, node.desc, _now(), None))
         self._finish(node)
         for ready in release(node):
             self._launch(ready)
@@ -382,19 +375,29 @@ class Scheduler:
         # the error of one with dependents reaches the user through theirs.
         if not settle_error(node.future, exc, quiet=bool(node.dependents)):
             return
+        publish = self.publish
+        if publish is not None:
+            publish((EventKind.FAILED, node.desc, _now(), exc))
         self._finish(node)
         for dependent, cause in downstream(node, members=False):
             error = self._dependency_error(dependent, cause, exc)
             settle_error(dependent.future, error, quiet=bool(dependent.dependents))
+            if publish is not None:
+                publish((EventKind.FAILED, dependent.desc, _now(), error))
             self._finish(dependent)
 
     def cancel_node(self, node: Node, msg: Any | None = None) -> bool:
         """Cancel ``node``: stop its work, cancel its dependents and block members."""
         if not settle_cancelled(node.future, msg):
             return False
+        publish = self.publish
+        if publish is not None:
+            publish((EventKind.CANCELLED, node.desc, _now(), None))
         self._stop(node)
         for dependent, _ in downstream(node, members=True):
             settle_cancelled(dependent.future, msg)
+            if publish is not None:
+                publish((EventKind.CANCELLED, dependent.desc, _now(), None))
             self._stop(dependent)
         return True
 
@@ -409,7 +412,7 @@ class Scheduler:
         self.live.pop(desc.uid, None)
         desc.args, desc.kwargs = (), _NO_KWARGS
         node.deps = ()
-        node.files = _NO_FILES
+        node.files = ()
         node.context = None
         node.runner = None
         node.future._node = None
@@ -427,44 +430,3 @@ class Scheduler:
             self.cancel_node(node)
         return runners
 
-
-_OPTION_KEYS = frozenset(
-    {"shell", "cwd", "env", "timeout", "retries", "retry_backoff", "kill_grace", "priority"}
-)
-"""``task_description`` keys that set plait options (the rest are backend hints)."""
-
-
-async def _one_attempt(desc: TaskDescription, backend: ExecutionBackend) -> Any:
-    timeout = desc.options.timeout
-    if timeout is None:
-        return await backend.run(desc)
-    scope = asyncio.timeout(timeout)
-    try:
-        async with scope:
-            return await backend.run(desc)
-    except TimeoutError as exc:
-        if not scope.expired():
-            raise
-        raise TaskTimeoutError(
-            f"task {desc.name!r} ({desc.uid}) did not finish within its timeout of {timeout}s; "
-            "its work was stopped",
-            task_uid=desc.uid,
-            task_name=desc.name,
-        ) from exc
-
-
-def _check_prompt(desc: TaskDescription, value: Any) -> Any:
-    if isinstance(value, str) and value.strip():
-        return value
-    if (
-        isinstance(value, list)
-        and value
-        and all(isinstance(m, Mapping) and "role" in m and "content" in m for m in value)
-    ):
-        return value
-    raise InvalidTaskError(
-        f"prompt task {desc.name!r} ({desc.uid}) must return a non-empty string or a list "
-        f"of {{'role', 'content'}} messages, got {type(value).__name__}: {value!r:.200}",
-        task_uid=desc.uid,
-        task_name=desc.name,
-    )

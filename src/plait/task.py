@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import shlex
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -233,12 +233,13 @@ class TaskDescription(Mapping[str, Any]):
     options: TaskOptions
     description: Mapping[str, Any]
     is_async: bool = False
+    parent: str | None = None
     command: str | None = None
     prompt: Any = None
     sandbox: str | None = None
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] | None = None  # backend-reported details (token usage, ...)
 
     def __getitem__(self, key: str) -> Any:
         kind = self.kind
@@ -258,16 +259,16 @@ class TaskDescription(Mapping[str, Any]):
             return self.options.backend
         if key == "capture_stdio":
             return self.options.capture_stdio
-        if key in self.extra:
+        if self.extra and key in self.extra:
             return self.extra[key]
         raise KeyError(key)
 
     def __iter__(self) -> Iterator[str]:
         yield from _REFERENCE_KEYS
-        yield from self.extra
+        yield from self.extra or ()
 
     def __len__(self) -> int:
-        return len(_REFERENCE_KEYS) + len(self.extra)
+        return len(_REFERENCE_KEYS) + len(self.extra or ())
 
     def _argv(self) -> list[str]:
         assert self.command is not None
@@ -286,7 +287,7 @@ class TaskDescription(Mapping[str, Any]):
             "input_files": list(self.inputs),
             "output_files": list(self.outputs),
         }
-        out.update(self.extra)
+        out.update(self.extra or {})
         return out
 
     def __repr__(self) -> str:

@@ -194,3 +194,51 @@ async def test_many_commands_run_concurrently(flow):
     outs = await asyncio.gather(*(nap(i) for i in range(20)))
     assert outs == [f"{i}\n" for i in range(20)]
     assert time.monotonic() - started < 3  # 20 x 0.3 s serially would be 6 s
+
+
+def test_thousands_of_commands_queue_instead_of_running_out_of_files(tmp_path):
+    # Under a 256 open-file limit, 600 concurrent commands would fail with EMFILE if
+    # they were all started at once; the local backend bounds them instead.
+    script = (
+        "import asyncio, resource\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"  # noqa: E501
+        "from plait import WorkflowEngine\n"
+        "async def main():\n"
+        "    flow = await WorkflowEngine.create(handle_signals=False)\n"
+        "    @flow.executable_task\n"
+        "    async def nap(i):\n"
+        "        return f'sleep 0.05; echo {i}'\n"
+        "    out = await asyncio.gather(*[nap(i) for i in range(600)], return_exceptions=True)\n"
+        "    print(sum(r == f'{i}\\n' for i, r in enumerate(out)), flow.backend.processes.size)\n"
+        "    await flow.shutdown()\n"
+        "asyncio.run(main())\n"
+    )
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    ok, slots = map(int, done.stdout.split())
+    assert ok == 600
+    assert slots == (256 - 64) // 8
+
+
+async def test_max_processes_bounds_commands_and_priority_orders_the_queue(tmp_path):
+    from plait import LocalExecutionBackend, WorkflowEngine
+
+    flow = await WorkflowEngine.create(
+        backend=LocalExecutionBackend(max_processes=1), work_dir=str(tmp_path), handle_signals=False
+    )
+    log = tmp_path / "order"
+
+    @flow.executable_task
+    async def note(name):
+        return f"sleep 0.05; echo {name} >> {log}"
+
+    first = note("first")
+    await asyncio.sleep(0.02)  # "first" holds the only slot
+    rest = [note("low"), note("high", priority=10), note("mid", priority=5)]
+    await asyncio.gather(first, *rest)
+    assert log.read_text().split() == ["first", "high", "mid", "low"]
+    await flow.shutdown()

@@ -5,7 +5,10 @@
   :class:`~concurrent.futures.ProcessPoolExecutor`, both sync and async bodies run in the
   worker processes, shipped with cloudpickle (closures and lambdas work), so CPU-bound
   work never stalls the engine.
-* Executables run as asyncio subprocesses (see :mod:`plait.backends.process`).
+* Executables run as asyncio subprocesses (see :mod:`plait.backends.process`), at most
+  ``max_processes`` at once; the others wait for a slot, higher ``priority`` first.
+  The default is derived from the open-file limit, so a fan-out of thousands of
+  commands queues instead of failing with "Too many open files".
 
 A cancelled function task running in a thread cannot be stopped (Python cannot kill a
 thread): its future is cancelled at once and the thread's eventual result is dropped.
@@ -17,6 +20,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import resource
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, ClassVar
 
@@ -24,6 +28,7 @@ import cloudpickle
 
 from plait.backends.base import ExecutionBackend
 from plait.backends.process import run_task_command
+from plait.backends.slots import PrioritySlots
 from plait.errors import ConfigurationError
 from plait.task import TaskDescription, TaskKind
 
@@ -33,6 +38,17 @@ logger = logging.getLogger(__name__)
 
 SHUTDOWN_WAIT = 10.0
 """Seconds ``shutdown`` waits for the executor's running work before leaving it behind."""
+
+FDS_PER_PROCESS = 8
+"""Open files one running command may need in the engine (pipes, watcher, spare)."""
+
+
+def default_max_processes() -> int:
+    """How many commands may run at once within this process's open-file limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(1, (soft - 64) // FDS_PER_PROCESS)
 
 
 def _call_pickled(payload: bytes) -> bytes:
@@ -56,6 +72,8 @@ class LocalExecutionBackend(ExecutionBackend):
             omitted. A :class:`ProcessPoolExecutor` runs every function body in its
             worker processes. The backend shuts the executor down with itself.
         name: the backend's name.
+        max_processes: how many commands may run at once; by default as many as the
+            open-file limit allows (``(RLIMIT_NOFILE - 64) // 8``).
 
     Use it as radical.asyncflow's: ``backend = await LocalExecutionBackend(pool)`` or
     ``async with LocalExecutionBackend(pool) as backend: ...``.
@@ -63,8 +81,17 @@ class LocalExecutionBackend(ExecutionBackend):
 
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.FUNCTION, TaskKind.EXECUTABLE})
 
-    def __init__(self, executor: Executor | None = None, name: str = "default") -> None:
+    def __init__(
+        self,
+        executor: Executor | None = None,
+        name: str = "default",
+        *,
+        max_processes: int | None = None,
+    ) -> None:
         super().__init__(name)
+        if max_processes is not None and (not isinstance(max_processes, int) or max_processes < 1):
+            raise ConfigurationError(f"max_processes must be a positive int, got {max_processes!r}")
+        self.processes = PrioritySlots(max_processes or default_max_processes())
         if executor is None:
             executor = ThreadPoolExecutor(thread_name_prefix=f"plait-{name}")
         elif not isinstance(executor, Executor):
@@ -78,7 +105,8 @@ class LocalExecutionBackend(ExecutionBackend):
     async def run(self, task: TaskDescription) -> Any:
         """Run one function or executable task (see the module docstring)."""
         if task.kind is TaskKind.EXECUTABLE:
-            return await run_task_command(task)
+            async with self.processes.hold(task.options.priority):
+                return await run_task_command(task)
         if self._in_processes:
             payload = cloudpickle.dumps((task.func, task.args, task.kwargs))
             loop = asyncio.get_running_loop()

@@ -1,0 +1,130 @@
+"""The hooks through which radical.asyncflow-style backends report to the engine.
+
+A reference-style backend calls ``flow.task_callbacks(task, state)`` (registered with
+``register_callback``) and, in some code written for radical.asyncflow, the
+``handle_task_*`` / ``handle_component_*`` methods directly. They are gathered here, as
+a mixin of :class:`~plait.engine.WorkflowEngine`, so that the engine module keeps to
+its own concerns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from plait.backends.compat import ReferenceBackend, reference_error, reference_result
+from plait.errors import BackendError
+from plait.graph import Node
+from plait.states import TaskState
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from plait.scheduler import Scheduler
+
+__all__ = ["ReferenceHooks"]
+
+logger = logging.getLogger(__name__)
+
+
+class ReferenceHooks:
+    """``task_callbacks`` and ``handle_task_*`` for backends written for radical.asyncflow."""
+
+    loop: asyncio.AbstractEventLoop
+    _thread: int
+    _scheduler: Scheduler
+
+    def task_callbacks(
+        self, task: Any, state: Any, service_callback: Callable[..., Any] | None = None
+    ) -> None:
+        """Receive a state change from a reference-style backend.
+
+        ``task`` is the task's dict (or an object with ``as_dict()``); ``state`` one of
+        RUNNING, DONE, FAILED, CANCELED. Safe to call from any thread. A report that
+        cannot be read fails that task only.
+        """
+        if threading.get_ident() != self._thread:
+            self.loop.call_soon_threadsafe(self.task_callbacks, task, state, service_callback)
+            return
+        try:
+            report = task if isinstance(task, dict) else task.as_dict()
+            node = self._scheduler.live.get(report["uid"])
+        except Exception:
+            logger.warning("ignored an unreadable task report: %r", task)
+            return
+        if node is None:
+            logger.debug("ignored a report for unknown or finished task %r", report.get("uid"))
+            return
+        backend = node.backend
+        new = (
+            backend.state_of(state)
+            if isinstance(backend, ReferenceBackend)
+            else ReferenceBackend._read_states_map(None).get(str(state))
+        )
+        if service_callback is not None:
+            try:
+                service_callback(node.future, task, state)
+            except Exception as exc:
+                error = BackendError(f"service callback of {node.desc.uid} failed: {exc}")
+                error.__cause__ = exc
+                self._scheduler.fail(node, error)
+                return
+        if new is None:
+            return
+        self._apply_report(node, report, new)
+
+    def _apply_report(self, node: Node, report: dict[str, Any], new: TaskState) -> None:
+        if new is TaskState.RUNNING:
+            self._scheduler.started(node)
+            return
+        backend = node.backend
+        if isinstance(backend, ReferenceBackend) and backend.deliver(report, new):
+            return
+        # Not waited for by an adapter (a plait backend, or a task the caller settles).
+        if new is TaskState.DONE:
+            self._scheduler.succeed(node, reference_result(report, node.desc.kind))
+        elif new is TaskState.FAILED:
+            self._scheduler.fail(node, reference_error(report, node.desc))
+        else:
+            self._scheduler.cancel_node(node)
+        runner = node.runner
+        if runner is not None and not runner.done():
+            runner.cancel()
+
+    def _node_of(self, task: Any, fut: Any) -> Node | None:
+        node = getattr(fut, "_node", None)
+        if node is None and isinstance(task, dict):
+            node = self._scheduler.live.get(task.get("uid", ""))
+        return node
+
+    def handle_task_success(self, task: dict[str, Any], task_fut: Any = None) -> None:
+        """Settle a task as DONE from a reference-style report (``return_value``/``stdout``)."""
+        node = self._node_of(task, task_fut)
+        if node is not None:
+            self._apply_report(node, task, TaskState.DONE)
+
+    def handle_task_failure(
+        self, task: dict[str, Any], task_fut: Any = None, override_error_message: Any = None
+    ) -> None:
+        """Settle a task as FAILED, with ``override_error_message`` if given."""
+        node = self._node_of(task, task_fut)
+        if node is None:
+            return
+        if override_error_message is not None:
+            error = override_error_message
+            if not isinstance(error, BaseException):
+                error = BackendError(str(error))
+            task = {**task, "exception": error}
+        self._apply_report(node, task, TaskState.FAILED)
+
+    def handle_task_cancellation(self, task: dict[str, Any], task_fut: Any = None) -> None:
+        """Settle a task as CANCELLED."""
+        node = self._node_of(task, task_fut)
+        if node is not None:
+            self._apply_report(node, task, TaskState.CANCELLED)
+
+    handle_component_success = handle_task_success
+    handle_component_failure = handle_task_failure
+    handle_component_cancellation = handle_task_cancellation

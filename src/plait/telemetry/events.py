@@ -1,0 +1,238 @@
+"""Typed lifecycle events of tasks and blocks, and the bus that delivers them.
+
+The engine publishes a *record* — a plain tuple ``(kind, description, time, info)`` —
+at each step of a task's life. Publishing costs nothing when nobody listens (the
+scheduler holds ``None`` instead of a publish function) and one tuple when somebody
+does. Two kinds of listener:
+
+* **sinks** get the raw record and must be cheap (the JSONL recorder appends it to a
+  list, the progress display bumps a counter);
+* **subscribers** get a typed :class:`TaskEvent`, built from the record only when at
+  least one subscriber is registered.
+
+A listener that raises is logged and dropped, never fatal to the run.
+
+The life of one task, in order::
+
+    created ─> resolved ─> queued ─> submitted ─> started ─> completed
+                                         ▲                   ├─> failed
+                                         └──── retried <─────┘   cancelled (from any step)
+
+``resolved``: every input is ready. ``queued``: handed to the engine's dispatch.
+``submitted``: handed to its backend. ``started``: running there. A task failed by
+bad input or a failed dependency goes from ``created`` straight to ``failed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from plait.task import TaskKind
+
+if TYPE_CHECKING:
+    from plait.task import TaskDescription
+
+__all__ = ["EventBus", "EventKind", "Record", "TaskEvent"]
+
+logger = logging.getLogger(__name__)
+
+
+class EventKind(StrEnum):
+    """What happened to a task (or to a workflow scope)."""
+
+    CREATED = "created"
+    RESOLVED = "resolved"
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    STARTED = "started"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    RETRIED = "retried"
+    CACHED = "cached"
+    SCOPE_STARTED = "scope_started"
+    SCOPE_FINISHED = "scope_finished"
+
+
+Record = tuple[EventKind, "TaskDescription | str", float, Any]
+"""``(kind, description, time, info)``; for scope events the description is the scope id.
+
+``info`` is the exception for ``failed`` and ``retried``, else ``None``.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One lifecycle event, as subscribers see it.
+
+    Attributes:
+        kind: what happened.
+        uid: the task's uid (the workflow id for scope events).
+        name: the task's name.
+        task_kind: function, executable, prompt or block (None for scope events).
+        backend: the backend's name (None for blocks and scopes).
+        workflow_id: the task's workflow id.
+        parent: the uid of the block the task was created in, if any.
+        time: wall-clock time of the event, in seconds since the epoch.
+        error_type: the exception's class name, for ``failed`` and ``retried``.
+        error: the exception's message.
+        data: kind-specific details: ``command`` and ``exit_code`` for executables,
+            ``function`` for functions, the reply's ``usage`` for prompts, ...
+    """
+
+    kind: EventKind
+    uid: str
+    name: str
+    task_kind: TaskKind | None
+    backend: str | None
+    workflow_id: str | None
+    parent: str | None
+    time: float
+    error_type: str | None = None
+    error: str | None = None
+    data: dict[str, Any] | None = None
+
+    @classmethod
+    def from_record(cls, record: Record, default_backend: str | None) -> TaskEvent:
+        """Build the typed event of a raw record."""
+        kind, desc, when, info = record
+        if isinstance(desc, str):
+            return cls(kind, desc, desc, None, None, desc, None, when)
+        backend = None
+        if desc.kind is not TaskKind.BLOCK:
+            backend = desc.options.backend or default_backend
+        error_type = error = None
+        if isinstance(info, BaseException):
+            error_type, error = type(info).__name__, str(info)
+        return cls(
+            kind,
+            desc.uid,
+            desc.name,
+            desc.kind,
+            backend,
+            desc.workflow_id,
+            desc.parent,
+            when,
+            error_type,
+            error,
+            details(desc, kind, info),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as a JSON-ready dict."""
+        out: dict[str, Any] = {
+            "event": self.kind.value,
+            "uid": self.uid,
+            "name": self.name,
+            "task_kind": self.task_kind.value if self.task_kind else None,
+            "backend": self.backend,
+            "workflow_id": self.workflow_id,
+            "parent": self.parent,
+            "time": self.time,
+        }
+        if self.error_type is not None:
+            out["error_type"] = self.error_type
+            out["error"] = self.error
+        if self.data:
+            out["data"] = self.data
+        return out
+
+
+def details(desc: TaskDescription, kind: EventKind, info: Any) -> dict[str, Any] | None:
+    """Kind-specific details of a task's final event (see :attr:`TaskEvent.data`)."""
+    if kind not in (EventKind.COMPLETED, EventKind.FAILED):
+        return None
+    data: dict[str, Any] = {}
+    if desc.kind is TaskKind.EXECUTABLE:
+        if desc.command is not None:
+            data["command"] = desc.command
+        if kind is EventKind.COMPLETED:
+            data["exit_code"] = 0
+        elif info is not None and hasattr(info, "exit_code"):
+            data["exit_code"] = info.exit_code
+    elif desc.kind in (TaskKind.FUNCTION, TaskKind.BLOCK):
+        data["function"] = getattr(desc.func, "__qualname__", desc.name)
+    if desc.extra:
+        data.update(desc.extra)
+    return data or None
+
+
+Sink = Callable[[Record], None]
+Subscriber = Callable[[TaskEvent], None]
+
+
+class EventBus:
+    """Delivers an engine's event records to its sinks and subscribers.
+
+    Args:
+        default_backend: the name reported for tasks that named no backend.
+        on_change: called with the publish function (or None when nobody listens)
+            whenever listeners come or go.
+    """
+
+    def __init__(
+        self, default_backend: str, on_change: Callable[[Callable[[Record], None] | None], None]
+    ) -> None:
+        self.default_backend = default_backend
+        self._on_change = on_change
+        self._sinks: tuple[Sink, ...] = ()
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self._trusted = False
+
+    def add_sink(self, sink: Sink, *, trusted: bool = False) -> Callable[[], None]:
+        """Deliver raw records to ``sink``; return a function that removes it.
+
+        A ``trusted`` sink cannot raise (a list's ``append``); while it is the only
+        listener it is handed to the scheduler as is, with no guard around it.
+        """
+        self._sinks = (*self._sinks, sink)
+        self._trusted = trusted and len(self._sinks) == 1
+        self._changed()
+        return lambda: self._remove_sink(sink)
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Deliver :class:`TaskEvent` objects to ``subscriber``; return an unsubscribe."""
+        if not callable(subscriber):
+            raise TypeError(f"a subscriber must be callable, got {subscriber!r}")
+        self._subscribers = (*self._subscribers, subscriber)
+        self._changed()
+        return lambda: self._remove_subscriber(subscriber)
+
+    def _remove_sink(self, sink: Sink) -> None:
+        self._sinks = tuple(s for s in self._sinks if s is not sink)
+        self._changed()
+
+    def _remove_subscriber(self, subscriber: Subscriber) -> None:
+        self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+        self._changed()
+
+    def _changed(self) -> None:
+        if not self._sinks and not self._subscribers:
+            self._on_change(None)
+        elif len(self._sinks) == 1 and not self._subscribers and self._trusted:
+            # A lone trusted sink (the telemetry recorder: a list's append) is called
+            # directly: no Python frame between the scheduler and the list.
+            self._on_change(self._sinks[0])
+        else:
+            self._on_change(self.publish)
+
+    def publish(self, record: Record) -> None:
+        """Deliver one record; drop (and log) any listener that raises."""
+        for sink in self._sinks:
+            try:
+                sink(record)
+            except Exception:
+                logger.exception("event sink %r failed and was removed", sink)
+                self._remove_sink(sink)
+        if self._subscribers:
+            event = TaskEvent.from_record(record, self.default_backend)
+            for subscriber in self._subscribers:
+                try:
+                    subscriber(event)
+                except Exception:
+                    logger.exception("event subscriber %r failed and was removed", subscriber)
+                    self._remove_subscriber(subscriber)

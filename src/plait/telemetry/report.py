@@ -1,0 +1,324 @@
+"""``plait report``: charts and tables of a run, from its JSONL checkpoint.
+
+The report is one self-contained HTML page (charts embedded as PNG data, no network
+needed to view it) or, with a ``.png`` output, the charts alone. It shows:
+
+* a Gantt chart — queue wait (resolved to started) and run time (started to end)
+  per task; past ``GANTT_TASKS_MAX`` tasks it shows, per task name, how many ran in
+  each slice of time instead of one bar per task;
+* concurrency over time (running and waiting tasks) and throughput (completions/s);
+* duration per task name and dependency wait (created to resolved) per task name;
+* CPU and memory over time, from the resource samples;
+* a table of failures with their errors.
+
+Needs matplotlib (``pip install 'plait[report]'``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plait.errors import MissingDependencyError
+
+__all__ = ["Run", "TaskRow", "load", "write_report"]
+
+GANTT_TASKS_MAX = 1000
+NAMES_MAX = 20
+FAILURES_MAX = 500
+BINS = 120
+
+
+@dataclass(slots=True)
+class TaskRow:
+    """One task's timeline, gathered from its events."""
+
+    uid: str
+    name: str
+    kind: str
+    created: float | None = None
+    resolved: float | None = None
+    started: float | None = None
+    end: float | None = None
+    status: str = "unfinished"
+    error_type: str | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Run:
+    """A run read back from its checkpoint."""
+
+    tasks: list[TaskRow]
+    metrics: list[dict[str, Any]]
+    origin: float
+
+    @property
+    def failures(self) -> list[TaskRow]:
+        return [t for t in self.tasks if t.status == "failed"]
+
+
+def load(path: str | Path) -> Run:
+    """Read a JSONL checkpoint written by ``start_telemetry``.
+
+    Raises:
+        ValueError: the file holds no task events (with the offending line, if any
+            line is not JSON).
+    """
+    rows: dict[str, TaskRow] = {}
+    metrics: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not a JSON line: {exc}") from exc
+            kind = item.get("type")
+            if kind == "metric":
+                metrics.append(item)
+            elif kind == "event" and item.get("task_kind") not in (None, "block"):
+                _apply(rows, item)
+    if not rows:
+        raise ValueError(f"{path} holds no task events: is it a plait telemetry checkpoint?")
+    tasks = sorted(rows.values(), key=lambda t: t.created or t.started or 0.0)
+    origin = min(t.created or t.started or math.inf for t in tasks)
+    return Run(tasks, metrics, origin)
+
+
+def _apply(rows: dict[str, TaskRow], item: dict[str, Any]) -> None:
+    uid = item["uid"]
+    row = rows.get(uid)
+    if row is None:
+        row = rows[uid] = TaskRow(uid, item["name"], item.get("task_kind") or "")
+    event, when = item["event"], item["time"]
+    if event == "created":
+        row.created = when
+    elif event == "resolved":
+        row.resolved = when
+    elif event == "started":
+        row.started = when
+    elif event in ("completed", "failed", "cancelled"):
+        row.end = when
+        row.status = event
+        row.error_type = item.get("error_type")
+        row.error = item.get("error")
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingDependencyError("plait report", "report", "matplotlib") from exc
+    return plt
+
+
+_COLORS = {"completed": "#2e7d32", "failed": "#c62828", "cancelled": "#9e9e9e"}
+
+
+def _gantt(ax: Any, run: Run) -> None:
+    tasks = [t for t in run.tasks if t.end is not None]
+    o = run.origin
+    if len(tasks) <= GANTT_TASKS_MAX:
+        for y, t in enumerate(tasks):
+            start = t.started if t.started is not None else t.end
+            assert t.end is not None and start is not None
+            if t.resolved is not None and t.started is not None:
+                ax.broken_barh(
+                    [(t.resolved - o, t.started - t.resolved)], (y, 0.8), color="#ffb74d"
+                )
+            ax.broken_barh([(start - o, t.end - start)], (y, 0.8), color=_COLORS.get(t.status, "k"))
+        ax.set_ylabel("task")
+        ax.set_title("Tasks over time (orange: waiting in queue; green/red/grey: running)")
+        return
+    names = _top_names(tasks)
+    end = max(t.end or 0.0 for t in tasks) - o
+    width = max(end / BINS, 1e-6)
+    grid = [[0.0] * BINS for _ in names]
+    index = {n: i for i, n in enumerate(names)}
+    for t in tasks:
+        i = index.get(t.name)
+        if i is None or t.started is None or t.end is None:
+            continue
+        first = min(int((t.started - o) / width), BINS - 1)
+        last = min(int((t.end - o) / width), BINS - 1)
+        for b in range(first, last + 1):
+            grid[i][b] += 1
+    image = ax.imshow(grid, aspect="auto", extent=(0, end, len(names), 0), cmap="viridis")
+    ax.set_yticks([i + 0.5 for i in range(len(names))], names)
+    ax.figure.colorbar(image, ax=ax, label="tasks running")
+    ax.set_title(f"Tasks running over time, by name ({len(tasks):,} tasks aggregated)")
+
+
+def _top_names(tasks: list[TaskRow]) -> list[str]:
+    return [name for name, _ in Counter(t.name for t in tasks).most_common(NAMES_MAX)]
+
+
+def _concurrency(ax: Any, run: Run) -> None:
+    changes: list[tuple[float, int, int]] = []  # time, running delta, waiting delta
+    for t in run.tasks:
+        if t.resolved is not None:
+            changes.append((t.resolved, 0, 1))
+            changes.append((t.started if t.started is not None else (t.end or t.resolved), 0, -1))
+        if t.started is not None and t.end is not None:
+            changes.append((t.started, 1, 0))
+            changes.append((t.end, -1, 0))
+    changes.sort()
+    times, running, waiting = [0.0], [0], [0]
+    for when, d_run, d_wait in changes:
+        times.append(when - run.origin)
+        running.append(running[-1] + d_run)
+        waiting.append(waiting[-1] + d_wait)
+    ax.step(times, running, where="post", label="running")
+    ax.step(times, waiting, where="post", label="waiting", alpha=0.7)
+    ax.set_title("Concurrency")
+    ax.legend()
+
+
+def _throughput(ax: Any, run: Run) -> None:
+    ends = [t.end - run.origin for t in run.tasks if t.end is not None]
+    span = max(max(ends, default=0.0), 1e-6)
+    bins = min(BINS, max(1, len(ends)))
+    weights = [bins / span] * len(ends)  # counts per bin -> completions per second
+    ax.hist(ends, bins=bins, weights=weights, color="#1565c0")
+    ax.set_title("Throughput (tasks finished per second)")
+
+
+def _per_name(ax: Any, run: Run, title: str, pick: Any) -> None:
+    values: dict[str, list[float]] = defaultdict(list)
+    for t in run.tasks:
+        value = pick(t)
+        if value is not None:
+            values[t.name].append(value)
+    names = [n for n in _top_names(run.tasks) if values.get(n)]
+    if names:
+        ax.boxplot([values[n] for n in names], showfliers=False)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
+    ax.set_title(title)
+    ax.set_ylabel("seconds")
+
+
+def _resources(ax: Any, run: Run) -> None:
+    if not run.metrics:
+        ax.text(0.5, 0.5, "no resource samples", ha="center", va="center")
+    else:
+        times = [m["time"] - run.origin for m in run.metrics]
+        ax.plot(times, [m.get("cpu_percent", 0) for m in run.metrics], ".-", label="CPU %")
+        ax.plot(times, [m.get("memory_percent", 0) for m in run.metrics], ".-", label="memory %")
+        ax.set_ylim(0, 100)
+        ax.legend()
+    ax.set_title("Node resources")
+
+
+CHARTS = [
+    ("gantt", "Timeline", _gantt, (12, 5)),
+    ("concurrency", "Concurrency", _concurrency, (6, 3.5)),
+    ("throughput", "Throughput", _throughput, (6, 3.5)),
+    (
+        "duration",
+        "Duration per task name",
+        lambda ax, run: _per_name(
+            ax, run, "Run time per task name",
+            lambda t: t.end - t.started if t.end and t.started else None,
+        ),
+        (6, 4),
+    ),
+    (
+        "dependency-wait",
+        "Dependency wait",
+        lambda ax, run: _per_name(
+            ax, run, "Dependency wait per task name (created to resolved)",
+            lambda t: t.resolved - t.created if t.resolved and t.created else None,
+        ),
+        (6, 4),
+    ),
+    ("resources", "Resources", _resources, (6, 3.5)),
+]  # fmt: skip
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def write_report(run: Run, output: str | Path) -> Path:
+    """Write the report of ``run`` to ``output`` (``.html`` page or ``.png`` charts)."""
+    plt = _pyplot()
+    output = Path(output)
+    if output.suffix.lower() == ".png":
+        fig, axes = plt.subplots(len(CHARTS), 1, figsize=(12, 4 * len(CHARTS)))
+        for ax, (_, _, draw, _) in zip(axes, CHARTS, strict=True):
+            draw(ax, run)
+        fig.tight_layout()
+        output.write_bytes(_png(fig))
+        plt.close(fig)
+        return output
+    images = []
+    for key, title, draw, size in CHARTS:
+        fig, ax = plt.subplots(figsize=size)
+        draw(ax, run)
+        data = base64.b64encode(_png(fig)).decode()
+        plt.close(fig)
+        images.append(
+            f'<figure><img class="chart" id="{key}" alt="{html.escape(title)}" '
+            f'src="data:image/png;base64,{data}"></figure>'
+        )
+    output.write_text(_page(run, images), encoding="utf-8")
+    return output
+
+
+def _failure_cells(task: TaskRow) -> tuple[str, str, str, str]:
+    return task.uid, task.name, task.error_type or "", (task.error or "")[:500]
+
+
+def _page(run: Run, images: list[str]) -> str:
+    counts = Counter(t.status for t in run.tasks)
+    ends = [t.end for t in run.tasks if t.end is not None]
+    wall = (max(ends) - run.origin) if ends else 0.0
+    summary = ", ".join(f"{n:,} {s}" for s, n in sorted(counts.items()))
+    failures = run.failures
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in _failure_cells(t)) + "</tr>"
+        for t in failures[:FAILURES_MAX]
+    )
+    more = (
+        f"<p>... and {len(failures) - FAILURES_MAX:,} more</p>"
+        if len(failures) > FAILURES_MAX
+        else ""
+    )
+    table = (
+        f'<table id="failures"><tr><th>uid</th><th>name</th><th>error</th><th>message</th></tr>'
+        f"{rows}</table>{more}"
+        if failures
+        else '<p id="failures">No task failed.</p>'
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>plait run report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+figure {{ display: inline-block; margin: 0.5em; }} img.chart {{ max-width: 100%; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
+</style></head><body>
+<h1>plait run report</h1>
+<p id="summary">{len(run.tasks):,} tasks in {wall:.2f} s: {summary}.</p>
+<div id="charts">{"".join(images)}</div>
+<h2>Failures</h2>
+{table}
+<script>
+window.addEventListener("load", () => document.querySelectorAll("img.chart").forEach(
+  img => img.dataset.loaded = String(img.complete && img.naturalWidth > 0)));
+</script>
+</body></html>
+"""

@@ -1,0 +1,311 @@
+"""Spans from lifecycle events: plait's own span records, and OpenTelemetry spans.
+
+Spans nest as ``session -> workflow scope | block -> task``. They are built after the
+fact from the events' timestamps (a task's span runs from ``started`` — or from
+``created`` when it never started — to its last event), so the hot path never touches
+OpenTelemetry.
+
+Attributes follow OpenTelemetry's semantic conventions where one exists:
+``process.command_args`` and ``process.exit.code`` for executables,
+``code.function.name`` for functions, ``gen_ai.*`` for prompts, ``error.type`` on
+failure; plait's own under ``plait.*``. Metrics: a counter ``plait.tasks`` (by kind and
+outcome) and a histogram ``plait.task.duration`` in seconds.
+
+OpenTelemetry is used when something will receive its output — span processors or
+metric readers passed to ``start_telemetry``, or ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or its
+``_TRACES_`` variant) set, which adds an OTLP exporter when that package is installed —
+and ``OTEL_SDK_DISABLED`` is not true. It needs ``opentelemetry-sdk`` (``plait[otel]``).
+The resource comes from ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` unless
+one is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import time
+from typing import TYPE_CHECKING, Any
+
+from plait.errors import MissingDependencyError
+from plait.task import TaskKind
+from plait.telemetry.events import EventKind, Record, TaskEvent
+from plait.telemetry.jsonl import line
+
+if TYPE_CHECKING:
+    from plait.task import TaskDescription
+
+__all__ = ["SpanBuilder"]
+
+logger = logging.getLogger(__name__)
+
+_TERMINAL = {EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED}
+_STATUS = {
+    EventKind.COMPLETED: "ok",
+    EventKind.FAILED: "error",
+    EventKind.CANCELLED: "cancelled",
+}
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9)
+
+
+def attributes_of(event: TaskEvent) -> dict[str, Any]:
+    """The span attributes of a task's final event."""
+    attrs: dict[str, Any] = {
+        "plait.task.uid": event.uid,
+        "plait.task.name": event.name,
+        "plait.task.kind": event.task_kind.value if event.task_kind else "workflow",
+    }
+    if event.backend:
+        attrs["plait.backend"] = event.backend
+    if event.workflow_id:
+        attrs["plait.workflow_id"] = event.workflow_id
+    data = event.data or {}
+    if "command" in data:
+        try:
+            attrs["process.command_args"] = shlex.split(data["command"])
+        except ValueError:
+            attrs["process.command_args"] = [data["command"]]
+    if "exit_code" in data:
+        attrs["process.exit.code"] = data["exit_code"]
+    if "function" in data:
+        attrs["code.function.name"] = data["function"]
+    attrs.update({k: v for k, v in data.items() if k.startswith("gen_ai.")})
+    if event.error_type:
+        attrs["error.type"] = event.error_type
+    return attrs
+
+
+class SpanBuilder:
+    """Turns events (in time order) into span records and OpenTelemetry spans.
+
+    Args:
+        session_uid: the engine's uid: the root span.
+        default_backend: the default backend's name.
+        span_processors, metric_readers, resource: passed to OpenTelemetry's providers.
+    """
+
+    def __init__(
+        self,
+        session_uid: str,
+        default_backend: str,
+        span_processors: list[Any] | None,
+        metric_readers: list[Any] | None,
+        resource: Any,
+    ) -> None:
+        self.session_uid = session_uid
+        self.default_backend = default_backend
+        self.session_start = time.time()
+        self._starts: dict[str, float] = {}  # task uid -> when its span starts
+        self._scopes: dict[str, float] = {}  # open workflow scopes
+        self._otel = _Otel.create(
+            session_uid, self.session_start, span_processors, metric_readers, resource
+        )
+
+    @property
+    def tracer_provider(self) -> Any:
+        return self._otel.tracer_provider if self._otel else None
+
+    @property
+    def meter_provider(self) -> Any:
+        return self._otel.meter_provider if self._otel else None
+
+    def _parent(self, desc: TaskDescription) -> str:
+        if desc.parent is not None:
+            return desc.parent
+        if desc.workflow_id is not None and desc.workflow_id in self._scopes:
+            return desc.workflow_id
+        return self.session_uid
+
+    def add(self, record: Record) -> bytes | None:
+        """Take one record (in time order); return a span's JSONL line when one ends."""
+        kind, desc, when, info = record
+        if isinstance(desc, str):  # a workflow scope
+            if kind is EventKind.SCOPE_STARTED:
+                self._scopes[desc] = when
+                if self._otel:
+                    self._otel.open(desc, f"workflow {desc}", self.session_uid, when)
+                return None
+            start = self._scopes.pop(desc, when)
+            if self._otel:
+                self._otel.finish_scope(desc, when)
+            return self._line(desc, desc, "workflow", self.session_uid, start, when, "ok", None)
+        uid = desc.uid
+        if kind is EventKind.CREATED:
+            self._starts[uid] = when
+        elif kind is EventKind.STARTED:
+            self._starts[uid] = when
+            if self._otel and desc.kind is TaskKind.BLOCK:
+                self._otel.open(uid, desc.name, self._parent(desc), when)
+        elif kind in _TERMINAL:
+            start = self._starts.pop(uid, when)
+            parent = self._parent(desc)
+            if self._otel:
+                event = TaskEvent.from_record(record, self.default_backend)
+                self._otel.finish(event, parent, start)
+            error = type(info).__name__ if isinstance(info, BaseException) else None
+            status = _STATUS[kind]
+            return self._line(uid, desc.name, desc.kind.value, parent, start, when, status, error)
+        return None
+
+    @staticmethod
+    def _line(
+        uid: str,
+        name: str,
+        kind: str,
+        parent: str | None,
+        start: float,
+        end: float,
+        status: str,
+        error_type: str | None,
+    ) -> bytes:
+        record: dict[str, Any] = {
+            "type": "span",
+            "uid": uid,
+            "name": name,
+            "kind": kind,
+            "parent": parent,
+            "start": start,
+            "end": end,
+            "status": status,
+        }
+        if error_type:
+            record["error_type"] = error_type
+        return line(record)
+
+    def close(self) -> bytes:
+        """End the session span (and anything left open); return its JSONL line."""
+        now = time.time()
+        if self._otel:
+            self._otel.close(now)
+        uid = self.session_uid
+        return self._line(uid, "session", "session", None, self.session_start, now, "ok", None)
+
+    def shutdown(self) -> None:
+        """Flush and shut the OpenTelemetry providers down."""
+        if self._otel:
+            self._otel.shutdown()
+
+
+class _Otel:
+    """The OpenTelemetry side: providers, open parent spans, instruments."""
+
+    def __init__(self, trace: Any, tracer_provider: Any, meter_provider: Any, session: str) -> None:
+        self._trace = trace
+        self._session = session
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+        self._tracer = tracer_provider.get_tracer("plait")
+        meter = meter_provider.get_meter("plait")
+        self._count = meter.create_counter("plait.tasks", unit="{task}")
+        self._duration = meter.create_histogram("plait.task.duration", unit="s")
+        self._spans: dict[str, Any] = {}
+
+    @classmethod
+    def create(
+        cls,
+        session_uid: str,
+        start: float,
+        span_processors: list[Any] | None,
+        metric_readers: list[Any] | None,
+        resource: Any,
+    ) -> _Otel | None:
+        if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+            return None
+        if not (span_processors or metric_readers or _otlp_configured()):
+            return None  # nothing would receive the spans: do not build them
+        try:
+            from opentelemetry import trace
+            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.resources import Resource
+            from opentelemetry.sdk.trace import TracerProvider
+        except ImportError as exc:
+            if span_processors or metric_readers:
+                raise MissingDependencyError(
+                    "OpenTelemetry spans", "otel", "opentelemetry-sdk"
+                ) from exc
+            return None
+        resource = resource if resource is not None else Resource.create()
+        tracer_provider = TracerProvider(resource=resource)
+        for processor in span_processors or _env_processors():
+            tracer_provider.add_span_processor(processor)
+        meter_provider = MeterProvider(resource=resource, metric_readers=metric_readers or [])
+        otel = cls(trace, tracer_provider, meter_provider, session_uid)
+        otel._spans[session_uid] = otel._tracer.start_span(
+            "plait.session",
+            start_time=_ns(start),
+            attributes={"plait.session.uid": session_uid},
+        )
+        return otel
+
+    def _context(self, parent: str) -> Any:
+        span = self._spans.get(parent) or self._spans[self._session]
+        return self._trace.set_span_in_context(span)
+
+    def open(self, uid: str, name: str, parent: str, start: float) -> None:
+        self._spans[uid] = self._tracer.start_span(
+            name, context=self._context(parent), start_time=_ns(start)
+        )
+
+    def finish_scope(self, uid: str, end: float) -> None:
+        span = self._spans.pop(uid, None)
+        if span is not None:
+            span.set_attributes({"plait.workflow_id": uid, "plait.task.kind": "workflow"})
+            span.end(end_time=_ns(end))
+
+    def finish(self, event: TaskEvent, parent: str, start: float) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
+        span = self._spans.pop(event.uid, None)
+        if span is None:
+            span = self._tracer.start_span(
+                event.name, context=self._context(parent), start_time=_ns(start)
+            )
+        span.set_attributes(attributes_of(event))
+        if event.kind is EventKind.FAILED:
+            span.set_status(Status(StatusCode.ERROR, event.error or ""))
+        span.end(end_time=_ns(event.time))
+        if event.task_kind is not None:
+            labels = {"plait.task.kind": event.task_kind.value, "plait.outcome": event.kind.value}
+            self._count.add(1, labels)
+            self._duration.record(max(0.0, event.time - start), labels)
+
+    def close(self, now: float) -> None:
+        for uid, span in list(self._spans.items()):
+            if uid != self._session:
+                span.end(end_time=_ns(now))
+        self._spans.pop(self._session).end(end_time=_ns(now))
+        self._spans.clear()
+
+    def shutdown(self) -> None:
+        self.tracer_provider.force_flush()
+        self.tracer_provider.shutdown()
+        self.meter_provider.force_flush()
+        self.meter_provider.shutdown()
+
+
+def _otlp_configured() -> bool:
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def _env_processors() -> list[Any]:
+    """An OTLP exporter when the standard environment variables ask for one."""
+    if not _otlp_configured():
+        return []
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
+            OTLPSpanExporter,
+        )
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        logger.warning(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but opentelemetry-exporter-otlp-proto-http "
+            "is not installed; spans are not exported"
+        )
+        return []
+    return [BatchSpanProcessor(OTLPSpanExporter())]
