@@ -14,6 +14,7 @@ The hierarchy::
         ├── UnsupportedTaskError    the chosen backend cannot run this kind of task
         ├── CommandError            an executable exited non-zero; ``exit_code``, ``stderr_tail``
         ├── TaskTimeoutError        the task ran longer than its ``timeout`` (TimeoutError)
+        ├── ReplyFormatError        a model's reply was not in the format asked for (ValueError)
         ├── OutputFileMissingError  a declared ``OutputFile`` was not produced
         ├── InputFileError          an ``InputFile`` could not be staged into the sandbox
         ├── FileClashError          two different files would share one name in a sandbox
@@ -40,6 +41,7 @@ __all__ = [
     "MissingDependencyError",
     "OutputFileMissingError",
     "PlaitError",
+    "ReplyFormatError",
     "TaskError",
     "TaskTimeoutError",
     "UnknownBackendError",
@@ -174,6 +176,20 @@ class CommandError(TaskError):
 
 class TaskTimeoutError(TaskError, TimeoutError):
     """A task ran longer than its ``timeout``; its work was stopped."""
+
+
+class ReplyFormatError(TaskError, ValueError):
+    """A prompt task asked for ``response_format="json"`` and the reply is not JSON.
+
+    Attributes:
+        reply: the raw reply text.
+    """
+
+    def __init__(
+        self, message: str, reply: str, *, task_uid: str | None = None, task_name: str | None = None
+    ) -> None:
+        super().__init__(message, task_uid=task_uid, task_name=task_name)
+        self.reply = reply
 
 
 class OutputFileMissingError(TaskError, FileNotFoundError):

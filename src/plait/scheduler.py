@@ -64,7 +64,21 @@ logger = logging.getLogger(__name__)
 _NO_KWARGS: dict[str, Any] = {}
 _FILE_TYPES = (DataFile,)
 _OPTION_KEYS = frozenset(
-    {"shell", "cwd", "env", "timeout", "retries", "retry_backoff", "kill_grace", "priority"}
+    {
+        "shell",
+        "cwd",
+        "env",
+        "timeout",
+        "retries",
+        "retry_backoff",
+        "kill_grace",
+        "priority",
+        "model",
+        "system",
+        "temperature",
+        "max_tokens",
+        "response_format",
+    }
 )
 """``task_description`` keys that set plait options (the rest are backend hints)."""
 
@@ -178,8 +192,12 @@ class Scheduler:
 
     def _route(self, node: Node, options: TaskOptions) -> TaskError | None:
         name = options.backend
-        backend = self.default if name is None else self.backends.get(name)
         desc = node.desc
+        backend = self.default if name is None else self.backends.get(name)
+        if name is None and backend is not None and desc.kind not in backend.kinds:
+            # No backend named: the first one that can run this kind (a prompt goes to
+            # the LLM backend even when the default is the local one).
+            backend = next((b for b in self.backends.values() if desc.kind in b.kinds), backend)
         if backend is None:
             return UnknownBackendError(
                 f"task {desc.name!r} ({desc.uid}) asks for backend {name!r}, but the engine "
@@ -429,4 +447,3 @@ class Scheduler:
         for node in nodes:
             self.cancel_node(node)
         return runners
-

@@ -62,6 +62,12 @@ class TaskOptions:
         env: executables: variables added to (and overriding) the engine's environment.
         kill_grace: seconds between SIGTERM and SIGKILL when a running command is stopped.
         priority: higher runs first where a backend has to choose among ready tasks.
+        model: prompts: the model to ask (else the backend's default).
+        system: prompts: a system message put before the prompt.
+        temperature: prompts: sampling temperature.
+        max_tokens: prompts: the most tokens the reply may have.
+        response_format: prompts: ``"json"`` parses the reply as JSON (invalid JSON
+            fails the task with the raw reply in the error); ``"text"`` (default) does not.
     """
 
     backend: str | None = None
@@ -76,6 +82,11 @@ class TaskOptions:
     env: Mapping[str, str] | None = None
     kill_grace: float = 5.0
     priority: int = 0
+    model: str | None = None
+    system: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    response_format: str | None = None
 
     @property
     def is_plain(self) -> bool:
@@ -100,6 +111,11 @@ _CHECKS: dict[str, tuple[tuple[type, ...], bool]] = {
     "env": ((Mapping,), True),
     "kill_grace": ((int, float), False),
     "priority": ((int,), False),
+    "model": ((str,), True),
+    "system": ((str,), True),
+    "temperature": ((int, float), True),
+    "max_tokens": ((int,), True),
+    "response_format": ((str,), True),
 }
 
 
@@ -126,6 +142,10 @@ def make_options(base: TaskOptions, changes: Mapping[str, Any]) -> TaskOptions:
             )
         if isinstance(value, int | float) and value < 0:
             raise InvalidTaskError(f"task option {key!r} must not be negative, got {value!r}")
+        if key == "response_format" and value not in ("json", "text"):
+            raise InvalidTaskError(
+                f"task option 'response_format' must be 'json' or 'text', got {value!r}"
+            )
     if "cwd" in changes and changes["cwd"] is not None:
         changes = {**changes, "cwd": str(changes["cwd"])}
     return replace(base, **changes)

@@ -72,9 +72,26 @@ def attributes_of(event: TaskEvent) -> dict[str, Any]:
         attrs["process.exit.code"] = data["exit_code"]
     if "function" in data:
         attrs["code.function.name"] = data["function"]
-    attrs.update({k: v for k, v in data.items() if k.startswith("gen_ai.")})
+    if event.task_kind is TaskKind.PROMPT:
+        attrs.update(_gen_ai(data))
     if event.error_type:
         attrs["error.type"] = event.error_type
+    return attrs
+
+
+def _gen_ai(data: dict[str, Any]) -> dict[str, Any]:
+    """OpenTelemetry's ``gen_ai.*`` attributes from a prompt's reply details."""
+    attrs: dict[str, Any] = {"gen_ai.operation.name": "chat"}
+    if data.get("request_model"):
+        attrs["gen_ai.request.model"] = data["request_model"]
+    if data.get("model"):
+        attrs["gen_ai.response.model"] = data["model"]
+    if data.get("finish_reason"):
+        attrs["gen_ai.response.finish_reasons"] = [data["finish_reason"]]
+    usage = data.get("usage") or {}
+    for key in ("input_tokens", "output_tokens"):
+        if usage.get(key) is not None:
+            attrs[f"gen_ai.usage.{key}"] = usage[key]
     return attrs
 
 
