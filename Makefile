@@ -29,11 +29,12 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(VENV)/bin/mypy
 
-# Side-by-side benchmarks: plait vs raw asyncio vs radical.asyncflow, then telemetry costs.
+# Side-by-side benchmarks: plait vs raw asyncio vs radical.asyncflow, telemetry, prompts.
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/telemetry.py
+	$(PY) benchmarks/llm.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -40,3 +40,10 @@ def test_files_example_hands_files_along_a_chain_and_a_fan_in(tmp_path):
     tables = list(session.glob("task.*/table.txt"))
     assert len(tables) == 2  # produced by merge, linked into report
     assert sum(t.is_symlink() for t in tables) == 1
+
+
+def test_llm_pipeline_example_runs_against_the_bundled_stub(tmp_path):
+    out = run("llm_pipeline.py", tmp_path)
+    lines = [line for line in out.splitlines() if line.startswith("- reply to: Experiment")]
+    assert [line.split()[4] for line in lines] == ["1", "2", "3"]
+    assert re.search(r"3 summaries from stub-model for \d+ tokens", out)

@@ -167,10 +167,3 @@ class OpenAIStubServer:
     ) -> None:
         self.stop()
 
-
-if __name__ == "__main__":  # python -m plait.testing.openai_stub PORT: serve until killed
-    import sys
-
-    server = OpenAIStubServer(int(sys.argv[1]) if len(sys.argv) > 1 else 8000).start()
-    print(server.url, flush=True)
-    threading.Event().wait()
