@@ -35,7 +35,8 @@ async def main(base_url: str, model: str) -> dict[str, object]:
 
         @flow.executable_task
         async def experiment(seed: int) -> str:
-            return f"awk 'BEGIN {{ srand({seed}); for (i = 0; i < 200; i++) print rand() * {seed} }}'"
+            program = f"BEGIN {{ srand({seed}); for (i = 0; i < 200; i++) print rand() * {seed} }}"
+            return f"awk '{program}'"
 
         @flow.function_task
         def describe(output: str) -> dict[str, float]:
