@@ -166,4 +166,3 @@ class OpenAIStubServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
