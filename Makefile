@@ -35,6 +35,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/telemetry.py
 	$(PY) benchmarks/llm.py
+	$(PY) benchmarks/dask_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -84,10 +84,10 @@ _MISSING = object()
 
 def _sub(obj: Any, files: dict[int, Any] | None) -> Any:
     """Return ``obj`` with futures (and mapped files) replaced; ``_MISSING`` if unchanged."""
-    if isinstance(obj, asyncio.Future):
-        return obj.result()
     if files is not None and id(obj) in files:
         return files[id(obj)]
+    if isinstance(obj, asyncio.Future):
+        return obj.result()
     if isinstance(obj, dict):
         changed = False
         items = []
@@ -127,8 +127,9 @@ def substitute(
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Return ``args`` and ``kwargs`` with every future replaced by its result.
 
-    Every future in them must be done with a result. ``files`` maps ``id()`` of declared
-    data files to what replaces them (their staged paths).
+    Every future in them must be done with a result, unless ``files`` replaces it.
+    ``files`` maps the ``id()`` of objects to what replaces them: declared data files
+    to their staged paths, results kept by a backend to their handles.
 
     Raises:
         TypeError: a result put into a set (or used as a dict key) is not hashable.

@@ -19,13 +19,15 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
+from plait.errors import BackendError
 from plait.states import TaskState, can_move
 from plait.task import TaskDescription
 
 if TYPE_CHECKING:
+    from plait.backends.base import RemoteResult
     from plait.graph import Node
 
-__all__ = ["BlockFuture", "PlaitFuture", "TaskFuture"]
+__all__ = ["BlockFuture", "ClusterFuture", "PlaitFuture", "TaskFuture"]
 
 
 class _Canceller(Protocol):
@@ -110,6 +112,79 @@ class BlockFuture(PlaitFuture):
     def block(self) -> TaskDescription:
         """The block's description (also readable as ``fut.block["uid"]`` and so on)."""
         return self._desc
+
+
+class ClusterFuture(TaskFuture):
+    """The future of a task whose result stays where its backend made it (a Dask cluster).
+
+    The task is DONE — and its dependents run — as soon as it finished there; a
+    dependent on the same backend receives the result where it lies. The value comes
+    into this process only when something here asks for it: ``await``,
+    ``asyncio.gather``, ``asyncio.wait`` or any done-callback starts the fetch, and
+    the future completes (for asyncio) when the value has arrived. ``result()``
+    before that raises ``asyncio.InvalidStateError``, as for any unfinished future.
+    """
+
+    __slots__ = ("_fetching", "_remote", "_wanted")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, desc: TaskDescription, owner: _Canceller
+    ) -> None:
+        super().__init__(loop, desc, owner)
+        self._remote: RemoteResult | None = None
+        self._fetching: asyncio.Task[None] | None = None
+        self._wanted = False
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """Cancel the task; False once it has finished on its backend (even if unfetched)."""
+        if self._state is TaskState.DONE:
+            return False
+        return super().cancel(msg)
+
+    @property
+    def remote(self) -> RemoteResult | None:
+        """The result where it lies, until it has been fetched."""
+        return self._remote
+
+    def add_done_callback(self, fn: Any, *, context: Any = None) -> None:
+        super().add_done_callback(fn, context=context)
+        self._want()
+
+    def _want(self) -> None:
+        if self._remote is None:
+            self._wanted = True  # fetch as soon as the task finishes
+        elif self._fetching is None and not self.done():
+            self._fetching = self.get_loop().create_task(self._fetch(self._remote))
+
+    async def _fetch(self, remote: RemoteResult) -> None:
+        try:
+            value = await remote.fetch()
+        except Exception as exc:
+            if not self.done():
+                error = BackendError(
+                    f"task {self.name!r} ({self.uid}) finished, but its result could not be "
+                    f"fetched from where it was made: {type(exc).__name__}: {exc}",
+                    task_uid=self.uid,
+                    task_name=self.name,
+                )
+                error.__cause__ = exc
+                asyncio.Future.set_exception(self, error)
+        else:
+            if not self.done():
+                asyncio.Future.set_result(self, value)
+        finally:
+            self._remote = None
+
+
+def settle_remote(fut: ClusterFuture, remote: RemoteResult) -> bool:
+    """Finish ``fut`` with a result that stays remote. False if it had already finished."""
+    if not can_move(fut._state, TaskState.DONE):
+        return False
+    fut._state = TaskState.DONE
+    fut._remote = remote
+    if fut._wanted:
+        fut._want()
+    return True
 
 
 def mark_running(fut: PlaitFuture) -> None:

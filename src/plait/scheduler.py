@@ -32,7 +32,7 @@ from time import time as _now
 from typing import Any
 
 from plait.attempts import build, run_attempts
-from plait.backends.base import ExecutionBackend
+from plait.backends.base import ExecutionBackend, RemoteResult
 from plait.deps import find, substitute
 from plait.errors import (
     DependencyFailureError,
@@ -43,11 +43,13 @@ from plait.errors import (
 )
 from plait.future import (
     BlockFuture,
+    ClusterFuture,
     PlaitFuture,
     TaskFuture,
     mark_running,
     settle_cancelled,
     settle_error,
+    settle_remote,
     settle_result,
 )
 from plait.graph import Node, add_dependent, downstream, release
@@ -78,6 +80,7 @@ _OPTION_KEYS = frozenset(
         "temperature",
         "max_tokens",
         "response_format",
+        "resources",
     }
 )
 """``task_description`` keys that set plait options (the rest are backend hints)."""
@@ -151,8 +154,17 @@ class Scheduler:
             merged,
             tmpl.is_async,
         )
-        fut = (BlockFuture if kind is TaskKind.BLOCK else TaskFuture)(self.loop, desc, self)
+        backend = None
+        if error is None and kind is not TaskKind.BLOCK:
+            backend, error = self._route(desc, options)
+        if kind is TaskKind.BLOCK:
+            fut: PlaitFuture = BlockFuture(self.loop, desc, self)
+        elif backend is not None and backend.keeps_results:
+            fut = ClusterFuture(self.loop, desc, self)
+        else:
+            fut = TaskFuture(self.loop, desc, self)
         node = Node(fut, desc, contextvars.copy_context())
+        node.backend = backend
         fut._node = node
         self.live[uid] = node
         parent = self.block_var.get()
@@ -163,8 +175,6 @@ class Scheduler:
         publish = self.publish
         if publish is not None:
             publish((EventKind.CREATED, desc, _now(), None))
-        if error is None and kind is not TaskKind.BLOCK:
-            error = self._route(node, options)
         if error is None:
             error = self._link(node)
         if error is not None:
@@ -190,28 +200,28 @@ class Scheduler:
         options = make_options(tmpl.options, updates) if updates else tmpl.options
         return options, merged
 
-    def _route(self, node: Node, options: TaskOptions) -> TaskError | None:
+    def _route(
+        self, desc: TaskDescription, options: TaskOptions
+    ) -> tuple[ExecutionBackend | None, TaskError | None]:
         name = options.backend
-        desc = node.desc
         backend = self.default if name is None else self.backends.get(name)
         if name is None and backend is not None and desc.kind not in backend.kinds:
             # No backend named: the first one that can run this kind (a prompt goes to
             # the LLM backend even when the default is the local one).
             backend = next((b for b in self.backends.values() if desc.kind in b.kinds), backend)
         if backend is None:
-            return UnknownBackendError(
+            return None, UnknownBackendError(
                 f"task {desc.name!r} ({desc.uid}) asks for backend {name!r}, but the engine "
                 f"has only: {', '.join(repr(n) for n in self.backends)}",
             )
         if desc.kind not in backend.kinds:
             able = [repr(n) for n, b in self.backends.items() if desc.kind in b.kinds]
             hint = f"backends that can: {', '.join(able)}" if able else "no attached backend can"
-            return UnsupportedTaskError(
+            return None, UnsupportedTaskError(
                 f"backend {backend.name!r} ({type(backend).__name__}) cannot run "
                 f"{desc.kind.value} task {desc.name!r} ({desc.uid}); {hint}"
             )
-        node.backend = backend
-        return None
+        return backend, None
 
     def _link(self, node: Node) -> TaskError | None:
         desc = node.desc
@@ -234,6 +244,8 @@ class Scheduler:
             if dep_node is not None and getattr(dep, "_owner", None) is self:
                 add_dependent(dep_node, node)
                 node.pending += 1
+            elif isinstance(dep, ClusterFuture) and dep.remote is not None:
+                pass  # finished where its backend keeps the result: ready
             elif dep.done():
                 if dep.cancelled():
                     self.cancel_node(node)
@@ -311,6 +323,8 @@ class Scheduler:
                 staged = await self.stager.prepare(
                     desc, node.files, node.deps, copy=not backend.shares_filesystem
                 )
+            if node.has_deps:
+                staged = await self._remote_inputs(node, backend, staged)
             if node.has_deps or staged:
                 self._put_results(desc, staged)
             if desc.kind is TaskKind.BLOCK:
@@ -338,6 +352,22 @@ class Scheduler:
             self.fail(node, exc)
             return
         self.succeed(node, value)
+
+    @staticmethod
+    async def _remote_inputs(
+        node: Node, backend: ExecutionBackend | None, replacements: dict[int, Any] | None
+    ) -> dict[int, Any] | None:
+        """Give results kept by a backend to a dependent: where they lie, or fetched."""
+        for dep in node.deps:
+            if not isinstance(dep, ClusterFuture) or dep.done():
+                continue
+            remote = dep.remote
+            if remote is not None and backend is not None and backend.accepts(remote):
+                replacements = replacements if replacements is not None else {}
+                replacements[id(dep)] = remote.handle
+            else:
+                await dep  # fetch the value into this process
+        return replacements
 
     @staticmethod
     def _put_results(desc: TaskDescription, staged: dict[int, Any] | None) -> None:
@@ -376,7 +406,11 @@ class Scheduler:
 
     def succeed(self, node: Node, value: Any) -> None:
         """Finish ``node`` with ``value`` and launch the dependents it was the last for."""
-        if not settle_result(node.future, value):
+        fut = node.future
+        if type(value) is RemoteResult and isinstance(fut, ClusterFuture):
+            if not settle_remote(fut, value):
+                return
+        elif not settle_result(fut, value):
             return
         publish = self.publish
         if publish is not None:

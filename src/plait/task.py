@@ -68,6 +68,8 @@ class TaskOptions:
         max_tokens: prompts: the most tokens the reply may have.
         response_format: prompts: ``"json"`` parses the reply as JSON (invalid JSON
             fails the task with the raw reply in the error); ``"text"`` (default) does not.
+        resources: what one run needs, e.g. ``{"GPU": 1, "memory": 4e9}``: Dask worker
+            resources on the Dask backend (the local backend does not use them yet).
     """
 
     backend: str | None = None
@@ -87,6 +89,7 @@ class TaskOptions:
     temperature: float | None = None
     max_tokens: int | None = None
     response_format: str | None = None
+    resources: Mapping[str, float] | None = None
 
     @property
     def is_plain(self) -> bool:
@@ -116,6 +119,7 @@ _CHECKS: dict[str, tuple[tuple[type, ...], bool]] = {
     "temperature": ((int, float), True),
     "max_tokens": ((int,), True),
     "response_format": ((str,), True),
+    "resources": ((Mapping,), True),
 }
 
 
@@ -298,9 +302,19 @@ class TaskDescription(Mapping[str, Any]):
             return self.command.split()
 
     def as_reference_dict(self) -> dict[str, Any]:
-        """A fresh dict in radical.asyncflow's task format, for reference-style backends."""
+        """A fresh dict in radical.asyncflow's task format, for reference-style backends.
+
+        A shell command is given as ``executable="/bin/sh"``, ``arguments=["-c", command]``
+        with ``shell`` off: backends that exec it (RHAPSODY's) run it verbatim, and none
+        re-joins its words without their quotes (radical.asyncflow's own local backend
+        does, in shell mode). ``command`` holds the command as the builder returned it.
+        """
         out = {key: self[key] for key in _REFERENCE_KEYS}
         out["command"] = self.command
+        if self.kind is TaskKind.EXECUTABLE and self.command is not None:
+            if self.options.shell:
+                out["executable"], out["arguments"] = "/bin/sh", ["-c", self.command]
+            out["task_backend_specific_kwargs"] = {**self.description, "shell": False}
         out["sandbox"] = self.sandbox
         out["metadata"] = {
             "dependencies": [],

@@ -87,9 +87,9 @@ async def test_noop_backend_gives_dummy_outputs_and_keeps_the_graph():
 class ReferenceStyleBackend:
     """A backend written the way radical.asyncflow 0.6 backends are: dicts and callbacks.
 
-    It runs functions with their args, "executes" commands by echoing them, answers
-    prompts in ``response`` as RHAPSODY's inference backend does, and reports from a
-    worker thread for half of the tasks.
+    It runs functions with their args, execs commands from ``executable`` and
+    ``arguments``, answers prompts in ``response`` as RHAPSODY's inference backend does,
+    and reports from a worker thread when a task asks for it.
     """
 
     class States:
@@ -128,12 +128,19 @@ class ReferenceStyleBackend:
                 task["exception"] = exc
                 self._callback(task, "FAILED")
                 return
-        else:
-            if task["executable"] == "false":
-                task.update(stderr="it failed", exit_code=1)
+        else:  # exec the command as given, the way RHAPSODY's backends do
+            proc = await asyncio.create_subprocess_exec(
+                task["executable"],
+                *task["arguments"],
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await proc.communicate()
+            if proc.returncode:
+                task.update(stderr=err.decode(), exit_code=proc.returncode)
                 self._callback(task, "FAILED")
                 return
-            task["stdout"] = " ".join([task["executable"], *task["arguments"]]) + "\n"
+            task["stdout"] = out.decode()
         if kwargs.get("from_thread"):
             threading.Thread(target=self._callback, args=(task, "DONE")).start()
         else:
@@ -165,14 +172,14 @@ async def test_reference_style_backend_runs_unchanged(ref_flow, tmp_path):
 
     @flow.executable_task
     async def cmd(x):
-        return f"echo {x}"
+        return f"echo 'total: {x}' | tr a-z A-Z"
 
     @flow.prompt_task
     async def ask(x):
         return f"what is {x}?"
 
     total = add(add(1, 2), 3)
-    assert await cmd(total) == "echo 6\n"
+    assert await cmd(total) == "TOTAL: 6\n"  # a shell pipeline, quotes intact
     assert await ask(total) == "reply to what is 6?"  # one-element list unwrapped
     assert backend._work_dir.endswith(flow.uid) and backend.is_attached
 
@@ -201,7 +208,7 @@ async def test_reference_backend_reports_from_a_thread_and_failures(ref_flow):
 
     @flow.executable_task
     async def fails():
-        return "false"
+        return "echo it failed >&2; exit 1"
 
     assert await value(task_description={"from_thread": True}) == 7
     with pytest.raises(ValueError, match="in backend"):

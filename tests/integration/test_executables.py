@@ -1,44 +1,13 @@
 """Executable tasks: real subprocesses, exact quoting, errors, timeouts and kills."""
 
 import asyncio
-import os
 import sys
 import time
 
 import pytest
+from tests.support import wait_gone, wait_text
 
 from plait.errors import CommandError, InvalidTaskError, TaskTimeoutError
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0); read its state
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-async def wait_gone(pid: int, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        await asyncio.sleep(0.02)
-    return False
-
-
-async def wait_pid(pidfile, seconds: float = 10.0) -> int:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if pidfile.exists() and pidfile.read_text().strip():
-            return int(pidfile.read_text())
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{pidfile} was never written")
 
 
 async def test_stdout_is_the_result_with_its_trailing_newline(flow):
@@ -158,7 +127,7 @@ async def test_cancel_of_a_running_command_kills_its_process_group(flow, tmp_pat
         return f"echo $$ > {pidfile}; sleep 30 & wait"
 
     fut = long()
-    pid = await wait_pid(pidfile)
+    pid = int(await wait_text(pidfile))
     assert fut.state == "RUNNING"
     assert fut.cancel()
     assert fut.state == "CANCELLED" and fut.cancelled()
@@ -180,7 +149,7 @@ async def test_sigterm_is_escalated_to_sigkill_after_the_grace_period(flow, tmp_
         return f"exec {sys.executable} {script}"
 
     fut = stubborn()
-    pid = await wait_pid(pidfile)
+    pid = int(await wait_text(pidfile))
     fut.cancel()
     assert await wait_gone(pid, seconds=5)
 

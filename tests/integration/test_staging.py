@@ -6,7 +6,6 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import ClassVar
 
 import psutil
 import pytest
@@ -129,7 +128,7 @@ async def test_existing_local_path_is_linked_in(flow, tmp_path):
 
 async def test_backend_without_shared_filesystem_gets_copies(tmp_path):
     class Remote(LocalExecutionBackend):
-        shares_filesystem: ClassVar[bool] = False
+        shares_filesystem = False
 
     flow = await WorkflowEngine.create(
         backend=Remote(), work_dir=str(tmp_path), handle_signals=False

@@ -72,3 +72,25 @@ async def test_a_cancelled_waiter_gives_up_its_place_without_leaking_a_slot():
 def test_at_least_one_slot():
     with pytest.raises(ValueError, match="at least one slot"):
         PrioritySlots(0)
+
+
+async def test_resizing_adds_or_removes_slots():
+    slots = PrioritySlots(1)
+    release = asyncio.Event()
+    started = []
+
+    async def holder(i):
+        async with slots.hold():
+            started.append(i)
+            await release.wait()
+
+    tasks = [asyncio.create_task(holder(i)) for i in range(3)]
+    await asyncio.sleep(0)
+    assert started == [0]
+    slots.resize(3)
+    await asyncio.sleep(0)
+    assert sorted(started) == [0, 1, 2]
+    release.set()
+    await asyncio.gather(*tasks)
+    slots.resize(2)
+    assert (slots.size, slots.free) == (2, 2)

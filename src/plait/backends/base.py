@@ -18,13 +18,36 @@ Backends written for radical.asyncflow (callback-driven, dict-based) are wrapped
 from __future__ import annotations
 
 import abc
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
 from plait.task import TaskDescription, TaskKind
 
-__all__ = ["ExecutionBackend"]
+__all__ = ["ExecutionBackend", "RemoteResult"]
+
+
+class RemoteResult:
+    """A result that stays where a backend made it, with the means to fetch it.
+
+    A backend whose ``keeps_results`` is true returns one from ``run``. The engine
+    hands ``handle`` to dependents on the same backend (``backend.accepts(result)``)
+    and calls ``fetch()`` only when the value is needed in this process.
+
+    Attributes:
+        handle: what the backend passes to dependent tasks (a Dask future).
+        fetch: a coroutine function returning the value.
+        backend: the backend that holds it.
+    """
+
+    __slots__ = ("backend", "fetch", "handle")
+
+    def __init__(
+        self, handle: Any, fetch: Callable[[], Awaitable[Any]], backend: ExecutionBackend
+    ) -> None:
+        self.handle = handle
+        self.fetch = fetch
+        self.backend = backend
 
 
 class ExecutionBackend(abc.ABC):
@@ -39,12 +62,15 @@ class ExecutionBackend(abc.ABC):
             the engine marks a task RUNNING when it hands it over.
         runs_work: the backend really runs tasks, so their data files are staged and
             their outputs checked (False for the dry-run backend).
+        keeps_results: ``run`` may return a :class:`RemoteResult`: the value stays
+            with the backend until needed (the Dask backend).
     """
 
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.FUNCTION, TaskKind.EXECUTABLE})
-    shares_filesystem: ClassVar[bool] = True
+    shares_filesystem: bool = True
     reports_running: ClassVar[bool] = False
     runs_work: ClassVar[bool] = True
+    keeps_results: ClassVar[bool] = False
 
     def __init__(self, name: str = "default") -> None:
         if not isinstance(name, str) or not name:
@@ -78,6 +104,10 @@ class ExecutionBackend(abc.ABC):
 
     def attach(self, engine_uid: str, work_dir: str) -> None:  # noqa: B027 - optional hook
         """Called when an engine adopts this backend, with the engine's uid and work dir."""
+
+    def accepts(self, result: RemoteResult) -> bool:
+        """Whether tasks on this backend can take ``result`` where it lies (no fetch)."""
+        return False
 
     @abc.abstractmethod
     async def run(self, task: TaskDescription) -> Any:

@@ -45,6 +45,17 @@ class PrioritySlots:
         finally:
             self._release()
 
+    def resize(self, size: int) -> None:
+        """Change the number of slots; waiters are served at once if slots were added."""
+        size = max(1, size)
+        self.free += size - self.size
+        self.size = size
+        while self.free > 0 and self._waiters:
+            _, _, waiter = heapq.heappop(self._waiters)
+            if not waiter.done():
+                self.free -= 1
+                waiter.set_result(None)
+
     def _release(self) -> None:
         while self._waiters:
             _, _, waiter = heapq.heappop(self._waiters)

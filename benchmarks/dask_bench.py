@@ -1,0 +1,146 @@
+"""W1, W2, W3 on Dask: plain ``Client.submit``, plait's Dask backend, radical.asyncflow + RHAPSODY.
+
+Usage::
+
+    python benchmarks/dask_bench.py
+
+One LocalCluster (2 worker processes x 2 threads, 127.0.0.1) serves every system in
+turn; each system runs each workload three times, interleaved, and the median is
+reported. Every system ends each workload holding the values (plain Dask gathers
+them), so that all pay for bringing results back alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import statistics
+import time
+from typing import Any
+
+SIZES = {"W1": 2_000, "W2": 200, "W3": 1_000}
+ROUNDS = 3
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def noop(i: int) -> int:
+    return i
+
+
+def total(*values: int) -> int:
+    return sum(values)
+
+
+async def plain(client: Any, workload: str, n: int) -> float:
+    from distributed import wait
+
+    start = time.perf_counter()
+    if workload == "W1":
+        futures = [client.submit(noop, i, pure=False) for i in range(n)]
+        await wait(futures)
+        await client.gather(futures)
+    elif workload == "W2":
+        fut = client.submit(inc, 0, pure=False)
+        for _ in range(n - 1):
+            fut = client.submit(inc, fut, pure=False)
+        assert await fut == n
+    else:
+        leaves = [client.submit(noop, i, pure=False) for i in range(n)]
+        assert await client.submit(total, *leaves, pure=False) == sum(range(n))
+    return time.perf_counter() - start
+
+
+async def on_engine(flow: Any, workload: str, n: int) -> float:
+    inc_t, noop_t, total_t = (flow.function_task(f) for f in (inc, noop, total))
+    start = time.perf_counter()
+    if workload == "W1":
+        await asyncio.gather(*[noop_t(i) for i in range(n)])
+    elif workload == "W2":
+        fut = inc_t(0)
+        for _ in range(n - 1):
+            fut = inc_t(fut)
+        assert await fut == n
+    else:
+        assert await total_t(*[noop_t(i) for i in range(n)]) == sum(range(n))
+    return time.perf_counter() - start
+
+
+async def main() -> None:
+    from distributed import Client, LocalCluster
+
+    from plait import WorkflowEngine
+    from plait.backends.dask import DaskExecutionBackend
+
+    systems = ["plain Dask", "plait + Dask"]
+    rhapsody = importlib.util.find_spec("rhapsody") and importlib.util.find_spec(
+        "radical.asyncflow"
+    )
+    if rhapsody:
+        systems.append("asyncflow + RHAPSODY")
+    results: dict[tuple[str, str], list[float]] = {}
+    async with LocalCluster(
+        n_workers=2, threads_per_worker=2, host="127.0.0.1", dashboard_address=":0",
+        asynchronous=True,
+    ) as cluster, Client(cluster, asynchronous=True) as client:  # fmt: skip
+        for _ in range(ROUNDS):
+            for workload, n in SIZES.items():
+                for system in systems:
+                    if system == "plain Dask":
+                        seconds = await plain(client, workload, n)
+                    elif system == "plait + Dask":
+                        backend = await DaskExecutionBackend(client)
+                        flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
+                        seconds = await on_engine(flow, workload, n)
+                        await flow.shutdown(skip_execution_backend=True)
+                    else:
+                        from radical.asyncflow import WorkflowEngine as RefEngine
+                        from rhapsody.backends.execution import DaskExecutionBackend as RhDask
+
+                        backend = await RhDask(client=client)
+                        flow = await RefEngine.create(backend=backend)
+                        seconds = await on_engine_reference(flow, workload, n)
+                        await flow.shutdown(skip_execution_backend=True)
+                    results.setdefault((workload, system), []).append(seconds)
+    print(f"{'load':<5}{'system':<22}{'size':>6}{'us/task':>10}{'vs plain':>10}")
+    for workload, n in SIZES.items():
+        tasks = n + 1 if workload == "W3" else n
+        base = statistics.median(results[(workload, "plain Dask")])
+        for system in systems:
+            median = statistics.median(results[(workload, system)])
+            print(
+                f"{workload:<5}{system:<22}{n:>6}{median / tasks * 1e6:>10.0f}"
+                f"{(median / base - 1) * 100:>+9.0f}%"
+            )
+
+
+async def on_engine_reference(flow: Any, workload: str, n: int) -> float:
+    """The reference only accepts ``async def`` bodies and positional futures."""
+
+    async def inc_a(x: int) -> int:
+        return x + 1
+
+    async def noop_a(i: int) -> int:
+        return i
+
+    async def total_a(*values: int) -> int:
+        return sum(values)
+
+    inc_t, noop_t, total_t = (flow.function_task(f) for f in (inc_a, noop_a, total_a))
+    start = time.perf_counter()
+    if workload == "W1":
+        await asyncio.gather(*[noop_t(i) for i in range(n)])
+    elif workload == "W2":
+        fut = inc_t(0)
+        for _ in range(n - 1):
+            fut = inc_t(fut)
+        await fut
+    else:
+        await total_t(*[noop_t(i) for i in range(n)])
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

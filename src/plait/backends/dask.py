@@ -1,0 +1,287 @@
+"""Running tasks on a Dask cluster: a laptop, a remote scheduler, or an HPC batch system.
+
+``DaskExecutionBackend`` (``pip install 'plait[dask]'``) submits each task to a
+``distributed.Client(asynchronous=True)``:
+
+* function tasks (``def`` and ``async def`` bodies) run on the workers, shipped with
+  cloudpickle;
+* executable tasks run there as subprocesses with the local backend's semantics:
+  verbatim ``/bin/sh -c`` (or ``shlex`` with ``shell=False``), ``cwd``, ``env``, the
+  exit code and stderr tail on failure, the process group killed on cancel;
+* ``resources={"GPU": 1}`` become Dask worker resources;
+* results stay on the cluster: a task's value is fetched into the engine only when
+  something here awaits it, and a dependent on the same cluster gets it worker to
+  worker (see :class:`plait.future.ClusterFuture`);
+* a worker lost mid-task fails that task with :class:`WorkerLostError` (and the task
+  is tried again if it allows ``retries``); nothing else is lost: each task announces
+  on the scheduler's event stream when it starts executing, so a task that was only
+  queued on the lost worker is submitted again instead of failing;
+* results that several tasks need in the same moment come back in one ``gather``.
+
+With no cluster given, the backend starts a ``LocalCluster`` of worker processes on
+127.0.0.1 and closes it at shutdown. A cluster or client passed in is left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import subprocess
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+from plait.backends import _dask_worker as worker
+from plait.backends.base import ExecutionBackend, RemoteResult
+from plait.backends.process import STDERR_TAIL_CHARS, STDERR_TAIL_LINES
+from plait.backends.slots import PrioritySlots
+from plait.errors import BackendError, CommandError, ConfigurationError, MissingDependencyError
+from plait.task import TaskDescription, TaskKind
+
+__all__ = ["DaskExecutionBackend", "WorkerLostError"]
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerLostError(BackendError):
+    """The Dask worker running a task died (or was lost) before the task finished."""
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:
+        raise MissingDependencyError("DaskExecutionBackend", "dask", "distributed") from exc
+    return distributed
+
+
+def _tail(data: bytes | None) -> str:
+    text = (data or b"").decode("utf-8", errors="replace").rstrip()
+    return "\n".join(text.splitlines()[-STDERR_TAIL_LINES:])[-STDERR_TAIL_CHARS:]
+
+
+class DaskExecutionBackend(ExecutionBackend):
+    """Run function and executable tasks on Dask workers.
+
+    Args:
+        cluster: where to run: a ``distributed.Client`` made with ``asynchronous=True``;
+            a scheduler address (``"tcp://host:8786"``); a cluster object (a
+            ``LocalCluster``, a dask-jobqueue ``SLURMCluster``, ...); or None to start
+            a ``LocalCluster`` on 127.0.0.1 owned by this backend.
+        name: the backend's name.
+        n_workers: workers of the LocalCluster started when ``cluster`` is None.
+        threads_per_worker: threads of each such worker.
+        worker_resources: resources each such worker offers, e.g. ``{"GPU": 1}``.
+        shares_filesystem: whether workers see the engine's filesystem (data files are
+            linked, not copied); True unless said otherwise.
+        max_in_flight: the most tasks handed to the cluster at once (the rest wait in
+            plait's queue, highest ``priority`` first); no limit by default.
+        **cluster_options: more ``LocalCluster`` options, when one is started.
+    """
+
+    kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.FUNCTION, TaskKind.EXECUTABLE})
+    keeps_results: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        cluster: Any = None,
+        *,
+        name: str = "dask",
+        n_workers: int | None = None,
+        threads_per_worker: int = 1,
+        worker_resources: dict[str, float] | None = None,
+        shares_filesystem: bool = True,
+        max_in_flight: int | None = None,
+        **cluster_options: Any,
+    ) -> None:
+        super().__init__(name)
+        self._slots = PrioritySlots(max_in_flight) if max_in_flight else None
+        self._in_flight: set[str] = set()  # keys submitted and not yet finished
+        self._executing: set[str] = set()  # of those, the ones that announced their start
+        self._to_gather: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._gathers: set[asyncio.Task[None]] = set()
+        self._target = cluster
+        self._cluster_options = {
+            "n_workers": n_workers,
+            "threads_per_worker": threads_per_worker,
+            "resources": worker_resources,
+            **cluster_options,
+        }
+        self.shares_filesystem = shares_filesystem
+        self.client: Any = None
+        self.cluster: Any = None
+        self._owned: list[Any] = []
+        self._keys = itertools.count()
+
+    async def start(self) -> None:
+        """Connect to (or start) the cluster."""
+        distributed = _import_distributed()
+        target = self._target
+        if isinstance(target, distributed.Client):
+            if not target.asynchronous:
+                raise ConfigurationError(
+                    "DaskExecutionBackend needs a Client(asynchronous=True), or pass the "
+                    "scheduler address or the cluster object instead"
+                )
+            self.client = target
+            self._listen()
+            return
+        if target is None:
+            import dask
+
+            options = {k: v for k, v in self._cluster_options.items() if v is not None}
+            options.setdefault("host", "127.0.0.1")
+            options.setdefault("dashboard_address", ":0")  # a free port, never a clash
+            options.setdefault("processes", True)
+            # A lost worker fails the task it was running at once (plait's own retries
+            # decide what next); tasks only queued there are submitted again by run().
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                self.cluster = await distributed.LocalCluster(asynchronous=True, **options)
+            self._owned.append(self.cluster)
+            target = self.cluster
+        elif not isinstance(target, str):
+            self.cluster = target
+        self.client = await distributed.Client(target, asynchronous=True)
+        self._owned.insert(0, self.client)
+        self._listen()
+
+    def _listen(self) -> None:
+        self.client.subscribe_topic(worker.STARTED_TOPIC, self._on_started)
+
+    def _on_started(self, event: Any) -> None:
+        _, key = event
+        if key in self._in_flight:  # a late announcement of a finished task is dropped
+            self._executing.add(key)
+
+    def accepts(self, result: RemoteResult) -> bool:
+        """Whether a dependent on this backend can take ``result`` where it lies."""
+        return result.backend is self
+
+    def _submit(self, task: TaskDescription, key: str) -> Any:
+        opts = task.options
+        resources = dict(opts.resources) if opts.resources else None
+        if task.kind is TaskKind.EXECUTABLE:
+            assert task.command is not None
+            return self.client.submit(
+                worker.run_command,
+                task.uid,
+                task.command,
+                opts.shell,
+                opts.cwd if opts.cwd is not None else task.sandbox,
+                dict(opts.env) if opts.env else None,
+                key=key,
+                pure=False,
+                resources=resources,
+            )
+        return self.client.submit(
+            worker.call, task.func, task.args, task.kwargs, key=key, pure=False, resources=resources
+        )
+
+    async def run(self, task: TaskDescription) -> Any:
+        """Submit ``task``; when it finished, return its result as it lies on the cluster."""
+        if self._slots is None:
+            return await self._run(task)
+        async with self._slots.hold(task.options.priority):
+            return await self._run(task)
+
+    async def _run(self, task: TaskDescription) -> Any:
+        distributed = _import_distributed()
+        while True:
+            key = f"{task.name}-{task.uid}-{next(self._keys)}"
+            self._in_flight.add(key)
+            future = self._submit(task, key)
+            try:
+                await distributed.wait(future)
+            except BaseException:  # cancelled (or timed out): stop the work on the cluster
+                await self._stop(task, future)
+                raise
+            finally:
+                started = key in self._executing
+                self._executing.discard(key)
+                self._in_flight.discard(key)
+            if future.status == "finished":
+                return RemoteResult(future, self._fetcher(future), self)
+            exc = await future.exception() if future.status == "error" else None
+            if isinstance(exc, distributed.scheduler.KilledWorker) and not started:
+                logger.info("task %s was queued on a lost worker; submitting it again", task.uid)
+                continue
+            if exc is None:
+                raise WorkerLostError(
+                    f"task {task.name!r} ({task.uid}) was cancelled on the Dask cluster",
+                    task_uid=task.uid,
+                    task_name=task.name,
+                )
+            raise self._error(task, exc, distributed)
+
+    def _fetcher(self, future: Any) -> Callable[[], Awaitable[Any]]:
+        """A fetch that joins the others asked for in the same loop step into one gather."""
+
+        async def fetch() -> Any:
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[Any] = loop.create_future()
+            self._to_gather.append((future, waiter))
+            if len(self._to_gather) == 1:
+                loop.call_soon(self._gather_soon)
+            return await waiter
+
+        return fetch
+
+    def _gather_soon(self) -> None:
+        batch, self._to_gather = self._to_gather, []
+        task = asyncio.get_running_loop().create_task(self._gather(batch))
+        self._gathers.add(task)
+        task.add_done_callback(self._gathers.discard)
+
+    async def _gather(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        try:
+            values = await self.client.gather([future for future, _ in batch])
+        except Exception:  # one bad result: fetch each alone so the others still arrive
+            for future, waiter in batch:
+                try:
+                    value = await future.result()
+                except Exception as exc:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                else:
+                    if not waiter.done():
+                        waiter.set_result(value)
+            return
+        for (_, waiter), value in zip(batch, values, strict=True):
+            if not waiter.done():
+                waiter.set_result(value)
+
+    def _error(self, task: TaskDescription, exc: BaseException, distributed: Any) -> BaseException:
+        if isinstance(exc, subprocess.CalledProcessError):
+            return CommandError(
+                task.command or "",
+                exc.returncode,
+                _tail(exc.stderr),
+                task_uid=task.uid,
+                task_name=task.name,
+            )
+        if isinstance(exc, distributed.scheduler.KilledWorker):
+            error = WorkerLostError(
+                f"task {task.name!r} ({task.uid}) was lost with the Dask worker running it: {exc}",
+                task_uid=task.uid,
+                task_name=task.name,
+            )
+            error.__cause__ = exc
+            return error
+        return exc
+
+    async def _stop(self, task: TaskDescription, future: Any) -> None:
+        try:
+            await future.cancel()
+            if task.kind is TaskKind.EXECUTABLE:
+                await self.client.run(worker.kill, task.uid, task.options.kill_grace)
+        except Exception:
+            logger.warning("could not stop task %s on the Dask cluster", task.uid, exc_info=True)
+
+    async def shutdown(self) -> None:
+        """Close the client and the cluster this backend started (not ones passed in)."""
+        for owned in self._owned:
+            try:
+                await owned.close()
+            except Exception:
+                logger.warning("closing %r failed", owned, exc_info=True)
+        self._owned.clear()

@@ -1,0 +1,291 @@
+"""The Dask backend against real LocalClusters of worker processes on 127.0.0.1."""
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+import cloudpickle
+import pytest
+import pytest_asyncio
+from distributed import Client, LocalCluster
+from tests.support import pid_alive, wait_gone, wait_text
+
+from plait import LocalExecutionBackend, WorkflowEngine
+from plait.backends.dask import DaskExecutionBackend, WorkerLostError
+from plait.errors import CommandError, ConfigurationError, MissingDependencyError, PlaitError
+from plait.future import ClusterFuture
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+# Workers unpickle this module's classes by value: they need not import the tests.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+ENGINE_PID = os.getpid()
+
+
+def _rebuild(payload: bytes, forbidden_pid: int) -> "Heavy":
+    if os.getpid() == forbidden_pid:
+        raise RuntimeError("a Heavy result was brought into the engine process")
+    return Heavy(payload, forbidden_pid)
+
+
+class Heavy:
+    """A result that refuses to be unpickled in the engine's process."""
+
+    def __init__(self, payload: bytes, forbidden_pid: int) -> None:
+        self.payload = payload
+        self.forbidden_pid = forbidden_pid
+
+    def __reduce__(self):
+        return _rebuild, (self.payload, self.forbidden_pid)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def dask_backend():
+    backend = await DaskExecutionBackend(n_workers=2, threads_per_worker=2)
+    yield backend
+    await backend.shutdown()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def flow(dask_backend, tmp_path):
+    engine = await WorkflowEngine.create(
+        backend=[dask_backend, LocalExecutionBackend(name="local")],
+        work_dir=str(tmp_path),
+        handle_signals=False,
+    )
+    yield engine
+    await engine.shutdown(skip_execution_backend=True)
+
+
+async def test_sync_and_async_functions_run_on_the_workers(flow):
+    @flow.function_task
+    def sync_body(x):
+        return os.getpid(), x * 2
+
+    @flow.function_task
+    async def async_body(x):
+        await asyncio.sleep(0)
+        return os.getpid(), x + 1
+
+    (pid1, doubled), (pid2, plus) = await asyncio.gather(sync_body(21), async_body(1))
+    assert (doubled, plus) == (42, 2)
+    assert ENGINE_PID not in (pid1, pid2)
+    assert isinstance(sync_body(1), ClusterFuture)
+
+
+async def test_executables_keep_the_local_semantics(flow, tmp_path):
+    @flow.executable_task
+    async def quoted():
+        return "echo \"a;echo X\" && bash -c 'echo hi'"
+
+    @flow.executable_task(cwd=str(tmp_path), env={"PLAIT_DASK_VAR": "v"})
+    async def where():
+        return "pwd; echo $PLAIT_DASK_VAR"
+
+    @flow.executable_task
+    async def broken():
+        return "echo bad >&2; exit 3"
+
+    assert await quoted() == "a;echo X\nhi\n"
+    assert (await where()).split() == [str(tmp_path), "v"]
+    with pytest.raises(CommandError) as info:
+        await broken()
+    assert info.value.exit_code == 3 and info.value.stderr_tail == "bad"
+
+
+async def test_chain_results_stay_on_the_cluster(flow):
+    @flow.function_task
+    def produce(size):
+        return Heavy(b"x" * size, ENGINE_PID)
+
+    @flow.function_task
+    def transform(heavy):
+        return Heavy(heavy.payload * 2, heavy.forbidden_pid)
+
+    @flow.function_task
+    def summarize(heavy):
+        return len(heavy.payload)
+
+    first = produce(1_000_000)
+    second = transform(first)
+    assert await summarize(second) == 2_000_000
+    # The intermediate results never came here: they are still only on the cluster...
+    assert first.remote is not None and second.remote is not None
+    assert first.state == second.state == "DONE" and not first.done()
+    # ...and fetching one for real fails, which proves the chain did not fetch them.
+    with pytest.raises(PlaitError, match="could not be fetched"):
+        await first
+
+
+async def test_results_are_fetched_when_awaited_or_needed_by_another_backend(flow):
+    @flow.function_task
+    def on_dask(x):
+        return {"value": x}
+
+    @flow.function_task(backend="local")
+    async def on_local(d):
+        return d["value"] + 1
+
+    remote = on_dask(41)
+    with pytest.raises(asyncio.InvalidStateError):
+        remote.result()
+    assert await on_local(remote) == 42  # the local dependent got the value
+    assert remote.done() and remote.result() == {"value": 41}
+    many = [on_dask(i) for i in range(5)]
+    assert await asyncio.gather(*many) == [{"value": i} for i in range(5)]
+    done, _ = await asyncio.wait([on_dask(7)])
+    assert done.pop().result() == {"value": 7}
+
+
+async def test_cancel_of_a_running_executable_kills_it_on_the_worker(flow, tmp_path):
+    pidfile = tmp_path / "pid"
+
+    @flow.executable_task
+    async def long():
+        return f"echo $$ > {pidfile}; sleep 60 & wait"
+
+    fut = long()
+    pid = int(await wait_text(pidfile))
+    assert pid_alive(pid)
+    fut.cancel()
+    assert fut.state == "CANCELLED"
+    assert await wait_gone(pid)
+
+
+async def test_timeout_stops_a_command_on_the_worker(flow, tmp_path):
+    pidfile = tmp_path / "pid"
+
+    @flow.executable_task(timeout=1.0)
+    async def slow():
+        return f"echo $$ > {pidfile}; exec sleep 60"
+
+    with pytest.raises(TimeoutError):
+        await slow()
+    assert await wait_gone(int(pidfile.read_text()))
+
+
+async def test_routing_between_dask_and_local_and_unknown_names(flow):
+    @flow.function_task(backend="local")
+    def here():
+        return os.getpid()
+
+    @flow.function_task
+    def there():
+        return os.getpid()
+
+    @flow.function_task(backend="nowhere")
+    def lost():
+        return 0
+
+    assert await here() == ENGINE_PID
+    assert await there() != ENGINE_PID
+    with pytest.raises(LookupError, match="'nowhere'"):
+        await lost()
+
+
+async def test_a_killed_worker_fails_its_task_and_nothing_else(tmp_path):
+    backend = await DaskExecutionBackend(n_workers=2, threads_per_worker=1)
+    flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
+    pidfile = tmp_path / "worker"
+
+    @flow.function_task
+    def doomed(path):
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(60)
+
+    @flow.function_task
+    def fine(x):
+        time.sleep(0.5)
+        return x
+
+    victim = doomed(str(pidfile))
+    worker_pid = int(await wait_text(pidfile))
+    others = [fine(i) for i in range(3)]
+    os.kill(worker_pid, signal.SIGKILL)
+    with pytest.raises(WorkerLostError, match="lost with the Dask worker"):
+        await victim
+    assert await asyncio.gather(*others) == [0, 1, 2]
+    await flow.shutdown()
+
+
+async def test_a_task_with_retries_survives_a_lost_worker(tmp_path):
+    backend = await DaskExecutionBackend(n_workers=2, threads_per_worker=1)
+    flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
+    marker = tmp_path / "first-try"
+
+    @flow.function_task(retries=1, retry_backoff=0.1)
+    def once_killed(path):
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(60)
+        return "survived"
+
+    fut = once_killed(str(marker))
+    os.kill(int(await wait_text(marker)), signal.SIGKILL)
+    assert await fut == "survived"
+    await flow.shutdown()
+
+
+async def test_worker_resources_keep_gpu_tasks_apart():
+    backend = await DaskExecutionBackend(
+        n_workers=1, threads_per_worker=2, worker_resources={"GPU": 1}
+    )
+    flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
+
+    @flow.function_task(resources={"GPU": 1})
+    def on_gpu():
+        start = time.time()
+        time.sleep(0.4)
+        return start, time.time()
+
+    @flow.function_task
+    def no_gpu():
+        start = time.time()
+        time.sleep(0.4)
+        return start, time.time()
+
+    (s1, e1), (s2, e2) = await asyncio.gather(on_gpu(), on_gpu())
+    assert e1 <= s2 or e2 <= s1  # never at the same time on the one GPU
+    (s3, e3), (s4, e4) = await asyncio.gather(no_gpu(), no_gpu())
+    assert s3 < e4 and s4 < e3  # without the resource, the two threads overlap
+    await flow.shutdown()
+
+
+async def test_connecting_by_scheduler_address_and_existing_cluster_is_left_running():
+    async with LocalCluster(
+        n_workers=1, processes=True, host="127.0.0.1", dashboard_address=":0", asynchronous=True
+    ) as cluster:
+        backend = await DaskExecutionBackend(cluster.scheduler_address)
+        flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
+
+        @flow.function_task
+        def add(a, b):
+            return a + b
+
+        assert await add(add(1, 2), 3) == 6
+        await flow.shutdown()
+        async with Client(cluster, asynchronous=True) as client:  # still serving
+            assert await client.submit(sum, [1, 2]) == 3
+
+
+async def test_a_synchronous_client_is_refused_with_a_clear_error():
+    async with LocalCluster(
+        n_workers=1, processes=False, dashboard_address=":0", asynchronous=True
+    ) as cluster:
+        sync_client = await asyncio.to_thread(Client, cluster.scheduler_address)
+        try:
+            with pytest.raises(ConfigurationError, match="asynchronous=True"):
+                await DaskExecutionBackend(sync_client)
+        finally:
+            await asyncio.to_thread(sync_client.close)
+
+
+async def test_without_distributed_installed_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(MissingDependencyError, match=r"plait\[dask\]"):
+        await DaskExecutionBackend()

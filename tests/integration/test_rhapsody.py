@@ -1,0 +1,70 @@
+"""RHAPSODY's backends (``pip install rhapsody-py``) run under plait unchanged."""
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from distributed import LocalCluster
+from rhapsody.backends import ConcurrentExecutionBackend
+from rhapsody.backends.execution import DaskExecutionBackend as RhapsodyDask
+
+from plait import WorkflowEngine
+from plait.errors import CommandError, DependencyFailureError
+
+
+async def exercise(flow):
+    @flow.function_task
+    async def add(a, b):
+        return a + b
+
+    @flow.function_task
+    def mul(a, b):
+        return a * b
+
+    @flow.executable_task
+    async def show(x):
+        return f"echo 'value: {x}' | tr a-z A-Z"
+
+    @flow.executable_task
+    async def broken():
+        return "echo nope >&2; exit 4"
+
+    @flow.function_task
+    async def after(x):
+        return x
+
+    assert await show(mul(add(1, 2), [2][0])) == "VALUE: 6\n"
+    with pytest.raises(DependencyFailureError) as info:
+        await after(broken())
+    assert isinstance(info.value.root_cause, CommandError)
+    assert info.value.root_cause.exit_code == 4
+
+
+async def test_rhapsody_concurrent_backend():
+    backend = await ConcurrentExecutionBackend(ThreadPoolExecutor(max_workers=4))
+    flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
+    await exercise(flow)
+    events = []
+    flow.subscribe(events.append)
+
+    @flow.function_task
+    async def slow():
+        await asyncio.sleep(10)
+
+    fut = slow()
+    await asyncio.sleep(0.1)
+    assert fut.state == "RUNNING"  # reported by RHAPSODY's callback
+    fut.cancel()
+    assert fut.cancelled()
+    await flow.shutdown()
+
+
+async def test_rhapsody_dask_backend():
+    async with LocalCluster(
+        n_workers=1, threads_per_worker=2, host="127.0.0.1", dashboard_address=":0",
+        asynchronous=True,
+    ) as cluster:  # fmt: skip
+        backend = await RhapsodyDask(cluster=cluster)
+        flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
+        await exercise(flow)
+        await flow.shutdown()
