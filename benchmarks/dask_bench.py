@@ -53,8 +53,21 @@ async def plain(client: Any, workload: str, n: int) -> float:
     return time.perf_counter() - start
 
 
-async def on_engine(flow: Any, workload: str, n: int) -> float:
-    inc_t, noop_t, total_t = (flow.function_task(f) for f in (inc, noop, total))
+async def a_inc(x: int) -> int:
+    return x + 1
+
+
+async def a_noop(i: int) -> int:
+    return i
+
+
+async def a_total(*values: int) -> int:
+    return sum(values)
+
+
+async def on_engine(flow: Any, workload: str, n: int, bodies: tuple[Any, ...]) -> float:
+    """The workload on an engine: plait's or the reference's (which needs ``async def``)."""
+    inc_t, noop_t, total_t = (flow.function_task(f) for f in bodies)
     start = time.perf_counter()
     if workload == "W1":
         await asyncio.gather(*[noop_t(i) for i in range(n)])
@@ -93,7 +106,7 @@ async def main() -> None:
                     elif system == "plait + Dask":
                         backend = await DaskExecutionBackend(client)
                         flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
-                        seconds = await on_engine(flow, workload, n)
+                        seconds = await on_engine(flow, workload, n, (inc, noop, total))
                         await flow.shutdown(skip_execution_backend=True)
                     else:
                         from radical.asyncflow import WorkflowEngine as RefEngine
@@ -101,7 +114,8 @@ async def main() -> None:
 
                         backend = await RhDask(client=client)
                         flow = await RefEngine.create(backend=backend)
-                        seconds = await on_engine_reference(flow, workload, n)
+                        bodies = (a_inc, a_noop, a_total)
+                        seconds = await on_engine(flow, workload, n, bodies)
                         await flow.shutdown(skip_execution_backend=True)
                     results.setdefault((workload, system), []).append(seconds)
     print(f"{'load':<5}{'system':<22}{'size':>6}{'us/task':>10}{'vs plain':>10}")
@@ -114,32 +128,6 @@ async def main() -> None:
                 f"{workload:<5}{system:<22}{n:>6}{median / tasks * 1e6:>10.0f}"
                 f"{(median / base - 1) * 100:>+9.0f}%"
             )
-
-
-async def on_engine_reference(flow: Any, workload: str, n: int) -> float:
-    """The reference only accepts ``async def`` bodies and positional futures."""
-
-    async def inc_a(x: int) -> int:
-        return x + 1
-
-    async def noop_a(i: int) -> int:
-        return i
-
-    async def total_a(*values: int) -> int:
-        return sum(values)
-
-    inc_t, noop_t, total_t = (flow.function_task(f) for f in (inc_a, noop_a, total_a))
-    start = time.perf_counter()
-    if workload == "W1":
-        await asyncio.gather(*[noop_t(i) for i in range(n)])
-    elif workload == "W2":
-        fut = inc_t(0)
-        for _ in range(n - 1):
-            fut = inc_t(fut)
-        await fut
-    else:
-        await total_t(*[noop_t(i) for i in range(n)])
-    return time.perf_counter() - start
 
 
 if __name__ == "__main__":
