@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test lint bench clean browser
+.PHONY: demo test test-llm lint bench clean browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ demo: $(VENV)/.installed
 # Lint, type-check and run the whole test suite.
 test: $(VENV)/.installed lint browser
 	$(PY) -m pytest
+
+# Opt-in: prompt tasks against a real inference engine (llama-cpp-python's server with a
+# tiny model the test writes itself). Builds llama.cpp on first use: several minutes.
+test-llm: $(VENV)/.installed
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install --quiet 'llama-cpp-python[server]' gguf numpy
+	$(PY) -m pytest -m slow tests/slow --timeout 600
 
 # Headless Chromium for the report test (installed with apt-get when run as root).
 browser:
