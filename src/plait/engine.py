@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -394,15 +394,28 @@ class WorkflowEngine(ReferenceHooks):
         return f"<WorkflowEngine {self.uid} backends={list(self._backends)} {state}>"
 
 
-class _Starting:
-    """What ``WorkflowEngine.create`` returns: await it, or ``async with`` it."""
+class _Starting(Coroutine[Any, Any, WorkflowEngine]):
+    """What ``WorkflowEngine.create`` returns: a coroutine that is also an async context.
 
-    def __init__(self, coro: Any) -> None:
+    ``await`` it (or hand it to ``asyncio.create_task``) for the engine, or use it with
+    ``async with`` to have the engine shut down at the end of the block.
+    """
+
+    def __init__(self, coro: Coroutine[Any, Any, WorkflowEngine]) -> None:
         self._coro = coro
         self._engine: WorkflowEngine | None = None
 
     def __await__(self) -> Generator[Any, None, WorkflowEngine]:
-        return self._coro.__await__()  # type: ignore[no-any-return]
+        return self._coro.__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._coro.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._coro.throw(*args)
+
+    def close(self) -> None:
+        self._coro.close()
 
     async def __aenter__(self) -> WorkflowEngine:
         self._engine = await self._coro

@@ -55,7 +55,15 @@ class SignalHandlers:
                 raise KeyboardInterrupt
             return
         self._received = True
-        self._loop.call_soon_threadsafe(self._on_signal, signum)
+        try:
+            self._loop.call_soon_threadsafe(self._on_signal, signum)
+        except RuntimeError:  # the loop is gone (an engine never shut down): step aside
+            previous = self._previous.get(signum)
+            self.restore()
+            if callable(previous):
+                previous(signum, frame)
+            elif signum == signal.SIGINT:
+                raise KeyboardInterrupt from None
 
     def restore(self) -> None:
         """Put back the handlers found at :meth:`install` where ours are still in place."""

@@ -61,6 +61,12 @@ async def test_create_is_usable_as_async_with_and_shuts_down():
     assert flow.is_shut_down
 
 
+async def test_create_can_be_scheduled_as_a_task():
+    flow = await asyncio.create_task(WorkflowEngine.create(handle_signals=False))
+    assert isinstance(flow, WorkflowEngine)
+    await flow.shutdown()
+
+
 async def test_engine_itself_is_an_async_context_manager():
     async with await WorkflowEngine.create(handle_signals=False) as flow:
         assert not flow.is_shut_down

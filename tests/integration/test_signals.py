@@ -136,3 +136,22 @@ def test_second_sigint_aborts_a_slow_graceful_shutdown(tmp_path):
     assert time.monotonic() - started < 5
     assert "KeyboardInterrupt" in err
     os.killpg(int(pidfile.read_text()), signal.SIGKILL)  # the abort left it behind
+
+
+def test_ctrl_c_still_works_after_the_loop_of_an_engine_never_shut_down_closed():
+    code = (
+        "import asyncio, os, signal, time\n"
+        "from plait import WorkflowEngine\n"
+        "async def main():\n"
+        "    await WorkflowEngine.create()  # never shut down\n"
+        "asyncio.run(main())\n"
+        "print('loop closed', flush=True)\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(5)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('KeyboardInterrupt as usual', flush=True)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "KeyboardInterrupt as usual" in out.stdout, out.stderr
+    assert "RuntimeError" not in out.stderr
