@@ -56,7 +56,14 @@ from plait.graph import Node, add_dependent, downstream, release
 from plait.staging.files import DataFile
 from plait.staging.sandbox import Stager
 from plait.states import TaskState
-from plait.task import TaskDescription, TaskKind, TaskOptions, TaskTemplate, make_options
+from plait.task import (
+    OPTION_NAMES,
+    TaskDescription,
+    TaskKind,
+    TaskOptions,
+    TaskTemplate,
+    make_options,
+)
 from plait.telemetry.events import EventKind, Record
 
 __all__ = ["Scheduler"]
@@ -65,24 +72,7 @@ logger = logging.getLogger(__name__)
 
 _NO_KWARGS: dict[str, Any] = {}
 _FILE_TYPES = (DataFile,)
-_OPTION_KEYS = frozenset(
-    {
-        "shell",
-        "cwd",
-        "env",
-        "timeout",
-        "retries",
-        "retry_backoff",
-        "kill_grace",
-        "priority",
-        "model",
-        "system",
-        "temperature",
-        "max_tokens",
-        "response_format",
-        "resources",
-    }
-)
+_OPTION_KEYS = OPTION_NAMES - {"backend", "capture_stdio", "service", "name"}
 """``task_description`` keys that set plait options (the rest are backend hints)."""
 
 
