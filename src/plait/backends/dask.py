@@ -16,7 +16,8 @@
   is tried again if it allows ``retries``); nothing else is lost: each task announces
   on the scheduler's event stream when it starts executing, so a task that was only
   queued on the lost worker is submitted again instead of failing;
-* results that several tasks need in the same moment come back in one ``gather``.
+* results asked for while a fetch is under way come back together in the next
+  ``gather``: one gather in flight at a time, batches as large as the load.
 
 With no cluster given, the backend starts a ``LocalCluster`` of worker processes on
 127.0.0.1 and closes it at shutdown. A cluster or client passed in is left running.
@@ -99,7 +100,7 @@ class DaskExecutionBackend(ExecutionBackend):
         self._in_flight: set[str] = set()  # keys submitted and not yet finished
         self._executing: set[str] = set()  # of those, the ones that announced their start
         self._to_gather: list[tuple[Any, asyncio.Future[Any]]] = []
-        self._gathers: set[asyncio.Task[None]] = set()
+        self._gatherer: asyncio.Task[None] | None = None
         self._target = cluster
         self._cluster_options = {
             "n_workers": n_workers,
@@ -214,23 +215,28 @@ class DaskExecutionBackend(ExecutionBackend):
             raise self._error(task, exc, distributed)
 
     def _fetcher(self, future: Any) -> Callable[[], Awaitable[Any]]:
-        """A fetch that joins the others asked for in the same loop step into one gather."""
+        """A fetch that travels with the others asked for meanwhile, in one gather.
+
+        At most one gather is in flight; fetches asked for while it runs wait and all
+        go in the next. No timer: batches grow exactly when the cluster is busy.
+        """
 
         async def fetch() -> Any:
-            loop = asyncio.get_running_loop()
-            waiter: asyncio.Future[Any] = loop.create_future()
+            waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self._to_gather.append((future, waiter))
-            if len(self._to_gather) == 1:
-                loop.call_soon(self._gather_soon)
+            if self._gatherer is None:
+                self._gatherer = asyncio.get_running_loop().create_task(self._gather_all())
             return await waiter
 
         return fetch
 
-    def _gather_soon(self) -> None:
-        batch, self._to_gather = self._to_gather, []
-        task = asyncio.get_running_loop().create_task(self._gather(batch))
-        self._gathers.add(task)
-        task.add_done_callback(self._gathers.discard)
+    async def _gather_all(self) -> None:
+        try:
+            while self._to_gather:
+                batch, self._to_gather = self._to_gather, []
+                await self._gather(batch)
+        finally:
+            self._gatherer = None
 
     async def _gather(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
         try:
