@@ -68,8 +68,8 @@ class TaskOptions:
         max_tokens: prompts: the most tokens the reply may have.
         response_format: prompts: ``"json"`` parses the reply as JSON (invalid JSON
             fails the task with the raw reply in the error); ``"text"`` (default) does not.
-        resources: what one run needs, e.g. ``{"GPU": 1, "memory": 4e9}``: Dask worker
-            resources on the Dask backend (the local backend does not use them yet).
+        resources: what one run needs, e.g. ``{"cpus": 2, "gpus": 1, "memory": 4e9}``:
+            slots of the local backend's pool, or Dask worker resources (``{"GPU": 1}``).
     """
 
     backend: str | None = None

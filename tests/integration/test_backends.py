@@ -286,3 +286,30 @@ async def test_handle_component_hooks_settle_tasks(ref_flow):
     with pytest.raises(BackendError, match="bad things"):
         await b
     assert c.cancelled()
+
+
+async def test_local_backend_resources_are_a_slot_scheduler():
+    from plait.errors import UnsupportedTaskError
+
+    backend = LocalExecutionBackend(ThreadPoolExecutor(max_workers=8), cpus=2, gpus=1)
+    flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
+
+    @flow.function_task
+    async def hold(seconds):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.sleep(seconds)
+        return start, loop.time()
+
+    two = await asyncio.gather(*(hold(0.1, resources={"cpus": 2}) for _ in range(2)))
+    assert two[0][1] <= two[1][0] or two[1][1] <= two[0][0]  # one after the other
+    one = await asyncio.gather(*(hold(0.1, resources={"cpus": 1}) for _ in range(2)))
+    assert one[0][0] < one[1][1] and one[1][0] < one[0][1]  # side by side
+    gpu = await asyncio.gather(*(hold(0.1, resources={"gpu": 1}) for _ in range(2)))
+    assert gpu[0][1] <= gpu[1][0] or gpu[1][1] <= gpu[0][0]
+    with pytest.raises(UnsupportedTaskError, match="asks for 4 cpus but this backend has 2"):
+        await hold(0, resources={"cpus": 4})
+    with pytest.raises(UnsupportedTaskError, match="does not offer"):
+        await hold(0, task_description={"resources": {"licenses": 1}})
+    assert await hold(0) is not None  # no resources asked: not counted
+    await flow.shutdown()

@@ -9,6 +9,9 @@
   ``max_processes`` at once; the others wait for a slot, higher ``priority`` first.
   The default is derived from the open-file limit, so a fan-out of thousands of
   commands queues instead of failing with "Too many open files".
+* A task with ``resources=`` (``cpus``, ``gpus``, ``memory``) waits until that much is
+  free in the backend's pool (see :mod:`plait.backends.resources`) and holds it while
+  it runs; a request larger than the pool fails that task at once.
 
 A cancelled function task running in a thread cannot be stopped (Python cannot kill a
 thread): its future is cancelled at once and the thread's eventual result is dropped.
@@ -20,16 +23,19 @@ import asyncio
 import functools
 import inspect
 import logging
+import os
 import resource
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import cloudpickle
+import psutil
 
 from plait.backends.base import ExecutionBackend
 from plait.backends.process import run_task_command
+from plait.backends.resources import ResourcePool
 from plait.backends.slots import PrioritySlots
-from plait.errors import ConfigurationError
+from plait.errors import ConfigurationError, UnsupportedTaskError
 from plait.task import TaskDescription, TaskKind
 
 __all__ = ["LocalExecutionBackend"]
@@ -74,6 +80,10 @@ class LocalExecutionBackend(ExecutionBackend):
         name: the backend's name.
         max_processes: how many commands may run at once; by default as many as the
             open-file limit allows (``(RLIMIT_NOFILE - 64) // 8``).
+        cpus: CPUs shared by tasks that ask for ``resources={"cpus": n}``; all of the
+            machine's by default.
+        gpus: GPUs shared likewise; none by default.
+        memory: bytes of memory shared likewise; the machine's total by default.
 
     Use it as radical.asyncflow's: ``backend = await LocalExecutionBackend(pool)`` or
     ``async with LocalExecutionBackend(pool) as backend: ...``.
@@ -87,11 +97,21 @@ class LocalExecutionBackend(ExecutionBackend):
         name: str = "default",
         *,
         max_processes: int | None = None,
+        cpus: float | None = None,
+        gpus: float = 0,
+        memory: float | None = None,
     ) -> None:
         super().__init__(name)
         if max_processes is not None and (not isinstance(max_processes, int) or max_processes < 1):
             raise ConfigurationError(f"max_processes must be a positive int, got {max_processes!r}")
         self.processes = PrioritySlots(max_processes or default_max_processes())
+        self.resources = ResourcePool(
+            {
+                "cpus": cpus if cpus is not None else (os.cpu_count() or 1),
+                "gpus": gpus,
+                "memory": memory if memory is not None else psutil.virtual_memory().total,
+            }
+        )
         if executor is None:
             executor = ThreadPoolExecutor(thread_name_prefix=f"plait-{name}")
         elif not isinstance(executor, Executor):
@@ -104,6 +124,20 @@ class LocalExecutionBackend(ExecutionBackend):
 
     async def run(self, task: TaskDescription) -> Any:
         """Run one function or executable task (see the module docstring)."""
+        wanted = task.options.resources
+        if not wanted:
+            return await self._run(task)
+        why = self.resources.impossible(wanted)
+        if why is not None:
+            raise UnsupportedTaskError(
+                f"task {task.name!r} ({task.uid}) {why} (backend {self.name!r})",
+                task_uid=task.uid,
+                task_name=task.name,
+            )
+        async with self.resources.hold(wanted, task.options.priority):
+            return await self._run(task)
+
+    async def _run(self, task: TaskDescription) -> Any:
         if task.kind is TaskKind.EXECUTABLE:
             async with self.processes.hold(task.options.priority):
                 return await run_task_command(task)
