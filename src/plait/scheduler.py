@@ -162,13 +162,14 @@ class Scheduler:
             parent.members.add(node)
             node.parent = parent
             desc.parent = parent.desc.uid
+        outcome = error if error is not None else self._link(node)
         publish = self.publish
         if publish is not None:
             publish((EventKind.CREATED, desc, _now(), None))
-        if error is None:
-            error = self._link(node)
-        if error is not None:
-            self.fail(node, error)
+        if isinstance(outcome, asyncio.CancelledError):  # a dependency was cancelled
+            self.cancel_node(node)
+        elif outcome is not None:
+            self.fail(node, outcome)
         elif node.pending == 0 and not fut.done():
             self._launch(node)
         return fut
@@ -213,7 +214,8 @@ class Scheduler:
             )
         return backend, None
 
-    def _link(self, node: Node) -> TaskError | None:
+    def _link(self, node: Node) -> TaskError | asyncio.CancelledError | None:
+        """Link ``node`` to its dependencies; return why it cannot run, if it cannot."""
         desc = node.desc
         try:
             found = find(desc.args, desc.kwargs, _FILE_TYPES)
@@ -229,6 +231,7 @@ class Scheduler:
             return None
         node.has_deps = True
         node.deps = tuple(found.futures.values())
+        desc.depends_on = tuple(getattr(d, "uid", None) or f"external-{id(d):x}" for d in node.deps)
         for dep in node.deps:
             dep_node: Node | None = getattr(dep, "_node", None)
             if dep_node is not None and getattr(dep, "_owner", None) is self:
@@ -238,8 +241,7 @@ class Scheduler:
                 pass  # finished where its backend keeps the result: ready
             elif dep.done():
                 if dep.cancelled():
-                    self.cancel_node(node)
-                    return None
+                    return asyncio.CancelledError()
                 exc = dep.exception()
                 if exc is not None:
                     return self._dependency_error(node, dep, exc)

@@ -258,6 +258,7 @@ class TaskDescription(Mapping[str, Any]):
     description: Mapping[str, Any]
     is_async: bool = False
     parent: str | None = None
+    depends_on: tuple[str, ...] = ()
     command: str | None = None
     prompt: Any = None
     sandbox: str | None = None

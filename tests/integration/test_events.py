@@ -66,6 +66,9 @@ async def test_failure_and_dependency_failure_sequences(flow):
     seq = by_task(events)
     assert seq[root.uid] == [*RUN, "failed"]
     assert seq[child.uid] == ["created", "failed"]
+    created = next(e for e in events if e.uid == child.uid and e.kind is EventKind.CREATED)
+    assert created.depends_on == (root.uid,)
+    assert created.to_dict()["depends_on"] == [root.uid]
     failed = [e for e in events if e.kind is EventKind.FAILED]
     assert failed[0].error_type == "CommandError"
     assert failed[0].data == {"command": "exit 3", "exit_code": 3}

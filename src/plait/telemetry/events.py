@@ -82,6 +82,7 @@ class TaskEvent:
         error: the exception's message.
         data: kind-specific details: ``command`` and ``exit_code`` for executables,
             ``function`` for functions, the reply's ``usage`` for prompts, ...
+        depends_on: on ``created``, the uids of the task's dependencies.
     """
 
     kind: EventKind
@@ -95,6 +96,7 @@ class TaskEvent:
     error_type: str | None = None
     error: str | None = None
     data: dict[str, Any] | None = None
+    depends_on: tuple[str, ...] = ()
 
     @classmethod
     def from_record(cls, record: Record, default_backend: str | None) -> TaskEvent:
@@ -120,6 +122,7 @@ class TaskEvent:
             error_type,
             error,
             details(desc, kind, info),
+            desc.depends_on if kind is EventKind.CREATED else (),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,6 +142,8 @@ class TaskEvent:
             out["error"] = self.error
         if self.data:
             out["data"] = self.data
+        if self.depends_on:
+            out["depends_on"] = list(self.depends_on)
         return out
 
 

@@ -115,6 +115,8 @@ def encode_events(records: list[Record], default_backend: str) -> list[bytes]:
                 "parent": desc.parent,
                 "time": when,
             }
+            if kind is EventKind.CREATED and desc.depends_on:
+                event["depends_on"] = list(desc.depends_on)
             if info is not None:
                 event["error_type"] = type(info).__name__
                 event["error"] = str(info)

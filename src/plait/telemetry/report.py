@@ -50,6 +50,7 @@ class TaskRow:
     status: str = "unfinished"
     error_type: str | None = None
     error: str | None = None
+    depends_on: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -65,8 +66,10 @@ class Run:
         return [t for t in self.tasks if t.status == "failed"]
 
 
-def load(path: str | Path) -> Run:
+def load(path: str | Path, *, blocks: bool = False) -> Run:
     """Read a JSONL checkpoint written by ``start_telemetry``.
+
+    ``blocks`` keeps blocks among the tasks (the graph shows them; the charts do not).
 
     Raises:
         ValueError: the file holds no task events (with the offending line, if any
@@ -74,6 +77,7 @@ def load(path: str | Path) -> Run:
     """
     rows: dict[str, TaskRow] = {}
     metrics: list[dict[str, Any]] = []
+    skipped = () if blocks else ("block",)
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -85,7 +89,7 @@ def load(path: str | Path) -> Run:
             kind = item.get("type")
             if kind == "metric":
                 metrics.append(item)
-            elif kind == "event" and item.get("task_kind") not in (None, "block"):
+            elif kind == "event" and item.get("task_kind") not in (None, *skipped):
                 _apply(rows, item)
     if not rows:
         raise ValueError(f"{path} holds no task events: is it a plait telemetry checkpoint?")
@@ -102,6 +106,7 @@ def _apply(rows: dict[str, TaskRow], item: dict[str, Any]) -> None:
     event, when = item["event"], item["time"]
     if event == "created":
         row.created = when
+        row.depends_on = tuple(item.get("depends_on", ()))
     elif event == "resolved":
         row.resolved = when
     elif event == "started":
