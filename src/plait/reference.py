@@ -82,14 +82,15 @@ class ReferenceHooks:
         backend = node.backend
         if isinstance(backend, ReferenceBackend) and backend.deliver(report, new):
             return
-        # Not waited for by an adapter (a plait backend, or a task the caller settles).
+        # Not waited for by an adapter (a plait backend, or a task the caller settles):
+        # settle it here and stop whatever still runs it (settling forgets the runner).
+        runner = node.runner
         if new is TaskState.DONE:
             self._scheduler.succeed(node, reference_result(report, node.desc.kind))
         elif new is TaskState.FAILED:
             self._scheduler.fail(node, reference_error(report, node.desc))
         else:
             self._scheduler.cancel_node(node)
-        runner = node.runner
         if runner is not None and not runner.done():
             runner.cancel()
 

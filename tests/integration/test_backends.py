@@ -313,3 +313,40 @@ async def test_local_backend_resources_are_a_slot_scheduler():
         await hold(0, task_description={"resources": {"licenses": 1}})
     assert await hold(0) is not None  # no resources asked: not counted
     await flow.shutdown()
+
+
+async def test_a_task_settled_from_outside_stops_its_work(flow):
+    finished = []
+
+    @flow.function_task
+    async def long():
+        await asyncio.sleep(5)
+        finished.append(True)
+
+    fut = long()
+    await asyncio.sleep(0.01)
+    runner = fut._node.runner
+    flow.handle_task_success({"uid": fut.uid, "return_value": "from outside"}, fut)
+    assert await fut == "from outside"
+    await asyncio.sleep(0)
+    assert runner.done()  # the body was cancelled, not left running for 5 s
+    assert not finished and not flow._scheduler.live
+
+
+async def test_service_callback_is_called_and_a_raising_one_fails_its_task(ref_flow):
+    flow, _ = ref_flow
+    calls = []
+
+    @flow.function_task
+    async def slow():
+        return 1
+
+    ok = slow(task_description={"delay": 0.2})
+    bad = slow(task_description={"delay": 0.2})
+    await asyncio.sleep(0.05)
+    flow.task_callbacks({"uid": ok.uid}, "RUNNING", lambda f, t, s: calls.append((f, s)))
+    flow.task_callbacks({"uid": bad.uid}, "RUNNING", lambda f, t, s: 1 / 0)
+    assert calls == [(ok, "RUNNING")]
+    assert await ok == 1
+    with pytest.raises(BackendError, match="service callback"):
+        await bad
