@@ -1,8 +1,12 @@
 """The ``plait`` command.
 
-``plait report RUN.jsonl -o report.html`` writes a run's report (see
-:mod:`plait.telemetry.report`); ``plait graph RUN.jsonl -f mermaid|dot`` its DAG (see
-:mod:`plait.telemetry.graph`). ``plait run`` is not built yet.
+* ``plait run [--progress] [--telemetry DIR] [--report FILE] SCRIPT [ARGS...]`` runs a
+  workflow script unchanged, as ``python SCRIPT ARGS`` would, with the live progress
+  display and telemetry recorded into ``DIR`` for every engine it creates (through the
+  ``PLAIT_PROGRESS`` and ``PLAIT_TELEMETRY_DIR`` variables), and a report at the end;
+* ``plait report RUN.jsonl -o report.html`` writes a run's report
+  (:mod:`plait.telemetry.report`);
+* ``plait graph RUN.jsonl -f mermaid|dot`` writes its DAG (:mod:`plait.telemetry.graph`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,46 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    import os
+    import runpy
+    import traceback
+
+    from plait.engine import ENV_PROGRESS, ENV_TELEMETRY
+
+    script = Path(args.script)
+    if not script.is_file():
+        print(f"plait run: no such script: {script}", file=sys.stderr)
+        return 2
+    telemetry = args.telemetry
+    if args.report and not telemetry:
+        telemetry = str(Path(args.report).with_suffix("")) + "-telemetry"
+    if args.progress:
+        os.environ[ENV_PROGRESS] = "1"
+    if telemetry:
+        os.environ[ENV_TELEMETRY] = str(Path(telemetry).resolve())
+    sys.argv = [str(script), *args.args]
+    sys.path.insert(0, str(script.resolve().parent))
+    status = 0
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        status = 130
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    if args.report and telemetry:
+        runs = sorted(Path(telemetry).glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            print(f"plait run: no telemetry was recorded in {telemetry}", file=sys.stderr)
+            return status or 2
+        args.checkpoint, args.output = str(runs[-1]), args.report
+        _report(args)
+    return status
+
+
 def _graph(args: argparse.Namespace) -> int:
     from plait.telemetry.graph import render
 
@@ -49,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plait", description="plait workflow engine tools")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a workflow script with progress and telemetry")
+    run.add_argument("--progress", action="store_true", help="show the live progress display")
+    run.add_argument("--telemetry", metavar="DIR", help="record every engine's telemetry in DIR")
+    run.add_argument("--report", metavar="FILE", help="write a report (.html or .png) at the end")
+    run.add_argument("script", help="the Python script to run")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    run.set_defaults(handler=_run)
     report = commands.add_parser("report", help="charts and tables of a run's JSONL checkpoint")
     report.add_argument("checkpoint", help="the JSONL file written by start_telemetry")
     report.add_argument(

@@ -43,7 +43,10 @@ __all__ = ["WorkflowEngine"]
 
 logger = logging.getLogger(__name__)
 
-_CALL_KWARGS = frozenset({"task_description", "workflow_id"})
+ENV_PROGRESS = "PLAIT_PROGRESS"
+"""Set to ``1`` (``plait run --progress`` does), every engine shows the progress display."""
+ENV_TELEMETRY = "PLAIT_TELEMETRY_DIR"
+"""Set to a directory (``plait run --telemetry`` does), every engine records telemetry there."""
 
 
 class WorkflowEngine(ReferenceHooks):
@@ -158,6 +161,10 @@ class WorkflowEngine(ReferenceHooks):
                 shutdown (and restore the previous handlers at shutdown).
             progress: ``True`` shows a live progress display (``plait[progress]``) when
                 stdout is a terminal; a ``rich.console.Console`` draws on that console.
+                ``PLAIT_PROGRESS=1`` in the environment turns it on for every engine.
+
+        With ``PLAIT_TELEMETRY_DIR`` set in the environment (``plait run --telemetry``),
+        the engine starts telemetry with that directory as its checkpoint path.
 
         Raises:
             ConfigurationError: duplicate backend names, an empty list, or an object
@@ -189,7 +196,9 @@ class WorkflowEngine(ReferenceHooks):
         for b in backends:
             if isinstance(b, ExecutionBackend):
                 await b.ensure_started()
-        return cls(
+        if not progress and os.environ.get(ENV_PROGRESS) == "1":
+            progress = True
+        engine = cls(
             backends,
             dry_run=dry_run,
             implicit_data=implicit_data,
@@ -198,6 +207,10 @@ class WorkflowEngine(ReferenceHooks):
             handle_signals=handle_signals,
             progress=progress,
         )
+        telemetry_dir = os.environ.get(ENV_TELEMETRY)
+        if telemetry_dir:
+            await engine.start_telemetry(checkpoint_path=telemetry_dir)
+        return engine
 
     # -- what users see -----------------------------------------------------------------
 
