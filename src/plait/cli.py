@@ -1,9 +1,10 @@
 """The ``plait`` command.
 
-* ``plait run [--progress] [--telemetry DIR] [--report FILE] SCRIPT [ARGS...]`` runs a
-  workflow script unchanged, as ``python SCRIPT ARGS`` would, with the live progress
-  display and telemetry recorded into ``DIR`` for every engine it creates (through the
-  ``PLAIT_PROGRESS`` and ``PLAIT_TELEMETRY_DIR`` variables), and a report at the end;
+* ``plait run [--progress] [--telemetry DIR] [--report FILE] [--journal FILE] SCRIPT
+  [ARGS...]`` runs a workflow script unchanged, as ``python SCRIPT ARGS`` would, with
+  the live progress display, telemetry recorded into ``DIR`` and a run journal for
+  every engine it creates (through ``PLAIT_PROGRESS``, ``PLAIT_TELEMETRY_DIR`` and
+  ``PLAIT_JOURNAL``), and a report at the end;
 * ``plait report RUN.jsonl -o report.html`` writes a run's report
   (:mod:`plait.telemetry.report`);
 * ``plait graph RUN.jsonl -f mermaid|dot`` writes its DAG (:mod:`plait.telemetry.graph`).
@@ -37,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     import runpy
     import traceback
 
-    from plait.engine import ENV_PROGRESS, ENV_TELEMETRY
+    from plait.engine import ENV_JOURNAL, ENV_PROGRESS, ENV_TELEMETRY
 
     script = Path(args.script)
     if not script.is_file():
@@ -50,6 +51,8 @@ def _run(args: argparse.Namespace) -> int:
         os.environ[ENV_PROGRESS] = "1"
     if telemetry:
         os.environ[ENV_TELEMETRY] = str(Path(telemetry).resolve())
+    if args.journal:
+        os.environ[ENV_JOURNAL] = str(Path(args.journal).resolve())
     sys.argv = [str(script), *args.args]
     sys.path.insert(0, str(script.resolve().parent))
     status = 0
@@ -97,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--progress", action="store_true", help="show the live progress display")
     run.add_argument("--telemetry", metavar="DIR", help="record every engine's telemetry in DIR")
     run.add_argument("--report", metavar="FILE", help="write a report (.html or .png) at the end")
+    run.add_argument(
+        "--journal", metavar="FILE", help="keep a run journal: a re-run skips finished tasks"
+    )
     run.add_argument("script", help="the Python script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
     run.set_defaults(handler=_run)

@@ -28,6 +28,7 @@ from plait.backends.noop import NoopExecutionBackend
 from plait.decorators import TaskDecorator
 from plait.errors import ConfigurationError, EngineShutdownError, PlaitError
 from plait.future import PlaitFuture
+from plait.journal import Journal
 from plait.reference import ReferenceHooks
 from plait.scheduler import Scheduler
 from plait.signals import SignalHandlers
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 ENV_PROGRESS = "PLAIT_PROGRESS"
 """Set to ``1`` (``plait run --progress`` does), every engine shows the progress display."""
+ENV_JOURNAL = "PLAIT_JOURNAL"
+"""Set to a file (``plait run --journal`` does), every engine keeps its run journal there."""
 ENV_TELEMETRY = "PLAIT_TELEMETRY_DIR"
 """Set to a directory (``plait run --telemetry`` does), every engine records telemetry there."""
 
@@ -61,6 +64,7 @@ class WorkflowEngine(ReferenceHooks):
         loop: the event loop the engine runs on.
         dry_run: whether the engine was created for a dry run.
         implicit_data_mode: whether files left by a dependency are linked implicitly.
+        journal: the run journal, when one was given.
         function_task: decorator: the body is the work.
         executable_task: decorator: the body returns a shell command.
         prompt_task: decorator: the body returns a prompt for a model.
@@ -77,6 +81,7 @@ class WorkflowEngine(ReferenceHooks):
         work_dir: str | os.PathLike[str] | None = None,
         handle_signals: bool = True,
         progress: Any = False,
+        journal: str | os.PathLike[str] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.uid = uid or f"plait.session.{uuid.uuid4().hex[:8]}"
@@ -99,6 +104,9 @@ class WorkflowEngine(ReferenceHooks):
         stager = Stager(Path(self.work_dir) / self.uid, implicit=implicit_data)
         self._scheduler = Scheduler(self.loop, own, own[self._default_name], self.uid, stager)
         self._bus = EventBus(self._default_name, self._set_publisher)
+        journal = journal or os.environ.get(ENV_JOURNAL) or None
+        self.journal = Journal(journal) if journal else None
+        self._scheduler.journal = self.journal
         self._event_queues: set[asyncio.Queue[TaskEvent | None]] = set()
         self._telemetry: list[TelemetryManager] = []
         self._progress: ProgressDisplay | None = None
@@ -146,6 +154,7 @@ class WorkflowEngine(ReferenceHooks):
         *,
         handle_signals: bool = True,
         progress: Any = False,
+        journal: str | os.PathLike[str] | None = None,
     ) -> _Starting:
         """Create an engine; await the result, or use it with ``async with``.
 
@@ -162,6 +171,9 @@ class WorkflowEngine(ReferenceHooks):
             progress: ``True`` shows a live progress display (``plait[progress]``) when
                 stdout is a terminal; a ``rich.console.Console`` draws on that console.
                 ``PLAIT_PROGRESS=1`` in the environment turns it on for every engine.
+            journal: a SQLite file of finished results: a re-run of the same script
+                skips every task that already succeeded (see :mod:`plait.journal`);
+                ``PLAIT_JOURNAL`` in the environment sets it for every engine.
 
         With ``PLAIT_TELEMETRY_DIR`` set in the environment (``plait run --telemetry``),
         the engine starts telemetry with that directory as its checkpoint path.
@@ -171,7 +183,9 @@ class WorkflowEngine(ReferenceHooks):
                 that is not a backend.
         """
         return _Starting(
-            cls._start(backend, dry_run, implicit_data, uid, work_dir, handle_signals, progress)
+            cls._start(
+                backend, dry_run, implicit_data, uid, work_dir, handle_signals, progress, journal
+            )
         )
 
     @classmethod
@@ -184,6 +198,7 @@ class WorkflowEngine(ReferenceHooks):
         work_dir: str | os.PathLike[str] | None,
         handle_signals: bool,
         progress: Any,
+        journal: str | os.PathLike[str] | None,
     ) -> WorkflowEngine:
         if backend is None:
             backends: list[Any] = [NoopExecutionBackend() if dry_run else LocalExecutionBackend()]
@@ -206,6 +221,7 @@ class WorkflowEngine(ReferenceHooks):
             work_dir=work_dir,
             handle_signals=handle_signals,
             progress=progress,
+            journal=journal,
         )
         telemetry_dir = os.environ.get(ENV_TELEMETRY)
         if telemetry_dir:
@@ -377,6 +393,8 @@ class WorkflowEngine(ReferenceHooks):
                 logger.exception("telemetry of engine %s failed to stop cleanly", self.uid)
         for queue in self._event_queues:
             queue.put_nowait(None)  # ends every events() iteration
+        if self.journal is not None:
+            await asyncio.to_thread(self.journal.close)
         if not skip_execution_backend:
             outcomes = await asyncio.gather(
                 *(b.shutdown() for b in self._backends.values()), return_exceptions=True

@@ -53,6 +53,7 @@ from plait.future import (
     settle_result,
 )
 from plait.graph import Node, add_dependent, downstream, release
+from plait.journal import MISSING, Journal, task_key
 from plait.staging.files import DataFile
 from plait.staging.sandbox import Stager
 from plait.states import TaskState
@@ -97,6 +98,7 @@ class Scheduler:
     ) -> None:
         self.loop = loop
         self.stager = stager
+        self.journal: Journal | None = None
         self.backends = backends
         self.default = default
         self.live: dict[str, Node] = {}
@@ -326,17 +328,13 @@ class Scheduler:
                 if desc.kind is not TaskKind.FUNCTION:
                     await build(desc)
                 assert backend is not None
-                publish = self.publish
-                if publish is not None:
-                    publish((EventKind.SUBMITTED, desc, _now(), None))
-                if not backend.reports_running:
-                    self.started(node)
-                if desc.options.is_plain:
-                    value = await backend.run(desc)
-                else:
-                    value = await run_attempts(desc, backend, self._retrying)
-                if desc.outputs:
-                    self.stager.check_outputs(desc)
+                key = self._journal_key(node, backend)
+                value = MISSING if key is None else self._journal_hit(desc, key)
+                if value is MISSING:
+                    value = await self._run_on(node, backend)
+                    if key is not None:
+                        assert self.journal is not None
+                        await self.journal.record(key, desc, value)
         except asyncio.CancelledError:
             self.cancel_node(node)
             return
@@ -344,6 +342,42 @@ class Scheduler:
             self.fail(node, exc)
             return
         self.succeed(node, value)
+
+    async def _run_on(self, node: Node, backend: ExecutionBackend) -> Any:
+        desc = node.desc
+        publish = self.publish
+        if publish is not None:
+            publish((EventKind.SUBMITTED, desc, _now(), None))
+        if not backend.reports_running:
+            self.started(node)
+        if desc.options.is_plain:
+            value = await backend.run(desc)
+        else:
+            value = await run_attempts(desc, backend, self._retrying)
+        if desc.outputs:
+            self.stager.check_outputs(desc)
+        return value
+
+    def _journal_key(self, node: Node, backend: ExecutionBackend) -> str | None:
+        """The task's journal key, or None when it is not journaled (see plait.journal)."""
+        if (
+            self.journal is None
+            or not node.desc.options.cache
+            or node.files
+            or backend.keeps_results
+            or not backend.runs_work
+        ):
+            return None
+        return task_key(node.desc)
+
+    def _journal_hit(self, desc: TaskDescription, key: str) -> Any:
+        assert self.journal is not None
+        value = self.journal.lookup(key)
+        if value is not MISSING:
+            publish = self.publish
+            if publish is not None:
+                publish((EventKind.CACHED, desc, _now(), None))
+        return value
 
     @staticmethod
     async def _remote_inputs(

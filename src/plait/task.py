@@ -70,6 +70,8 @@ class TaskOptions:
             fails the task with the raw reply in the error); ``"text"`` (default) does not.
         resources: what one run needs, e.g. ``{"cpus": 2, "gpus": 1, "memory": 4e9}``:
             slots of the local backend's pool, or Dask worker resources (``{"GPU": 1}``).
+        cache: with a run journal, reuse this task's result from an earlier run (and
+            record it for the next); ``False`` always runs it.
     """
 
     backend: str | None = None
@@ -90,6 +92,7 @@ class TaskOptions:
     max_tokens: int | None = None
     response_format: str | None = None
     resources: Mapping[str, float] | None = None
+    cache: bool = True
 
     @property
     def is_plain(self) -> bool:
@@ -120,6 +123,7 @@ _CHECKS: dict[str, tuple[tuple[type, ...], bool]] = {
     "max_tokens": ((int,), True),
     "response_format": ((str,), True),
     "resources": ((Mapping,), True),
+    "cache": ((bool,), False),
 }
 
 

@@ -43,3 +43,23 @@ def test_run_reports_a_failing_script_and_a_missing_one(tmp_path):
     assert done.returncode == 1 and "workflow broke" in done.stderr
     missing = plait("run", "nope.py", cwd=tmp_path)
     assert missing.returncode == 2 and "no such script" in missing.stderr
+
+
+def test_run_with_a_journal_skips_finished_tasks_the_second_time(tmp_path):
+    script = tmp_path / "flow.py"
+    script.write_text(
+        "import asyncio\n"
+        "from plait import WorkflowEngine\n"
+        "async def main():\n"
+        "    async with WorkflowEngine.create() as flow:\n"
+        "        @flow.executable_task\n"
+        "        async def work(i):\n"
+        "            return f'echo ran {i} >> ran.log; echo {i}'\n"
+        "        print(sum(int(x) for x in await asyncio.gather(*(work(i) for i in range(4)))))\n"
+        "asyncio.run(main())\n"
+    )
+    for _ in range(2):
+        done = plait("run", "--journal", "run.db", str(script), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "6"
+    assert len((tmp_path / "ran.log").read_text().splitlines()) == 4  # not 8

@@ -1,0 +1,191 @@
+"""The run journal: a re-run skips every task that already succeeded, even after a kill."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from plait import OutputFile, WorkflowEngine
+from plait.telemetry import EventKind
+
+
+async def run_once(tmp_path, log, *, scale=2, journal=True):
+    flow = await WorkflowEngine.create(
+        work_dir=str(tmp_path),
+        handle_signals=False,
+        journal=str(tmp_path / "run.db") if journal else None,
+    )
+    cached = []
+    flow.subscribe(lambda e: cached.append(e.name) if e.kind is EventKind.CACHED else None)
+
+    @flow.function_task
+    def square(x):
+        with open(log, "a") as f:
+            f.write(f"square {x}\n")
+        return x * x
+
+    @flow.executable_task
+    async def shout(value):
+        return f"echo shout {value} >> {log}; echo {value * scale}"
+
+    @flow.function_task(cache=False)
+    def always(x):
+        with open(log, "a") as f:
+            f.write("always\n")
+        return x
+
+    results = await asyncio.gather(*(shout(square(i)) for i in range(3)), always(1))
+    await flow.shutdown()
+    return results, cached
+
+
+async def test_a_rerun_skips_every_task_that_already_succeeded(tmp_path):
+    log = tmp_path / "log"
+    first, cached = await run_once(tmp_path, log)
+    assert first == ["0\n", "2\n", "8\n", 1] and cached == []
+    ran_first = log.read_text().splitlines()
+    assert len(ran_first) == 7  # 3 squares, 3 shouts, always
+    second, cached = await run_once(tmp_path, log)
+    assert second == first
+    assert log.read_text().splitlines()[7:] == ["always"]  # only the uncached one ran
+    assert sorted(cached) == ["shout"] * 3 + ["square"] * 3
+
+
+async def test_changed_inputs_run_again(tmp_path):
+    log = tmp_path / "log"
+    await run_once(tmp_path, log)
+    before = len(log.read_text().splitlines())
+    results, cached = await run_once(tmp_path, log, scale=3)  # shout closes over scale
+    assert results[:3] == ["0\n", "3\n", "12\n"]
+    assert sorted(cached) == ["square"] * 3  # the squares were kept; every shout ran again
+    assert len(log.read_text().splitlines()) == before + 4  # 3 shouts and always
+
+
+async def test_a_function_closing_over_a_changed_value_runs_again(tmp_path):
+    ran = str(tmp_path / "ran")
+
+    def define(flow, factor):
+        @flow.function_task
+        def scaled(x):
+            with open(ran, "a") as f:
+                f.write(f"{factor}\n")
+            return x * factor
+
+        return scaled
+
+    for factor in (2, 2, 3):
+        flow = await WorkflowEngine.create(
+            work_dir=str(tmp_path), handle_signals=False, journal=str(tmp_path / "c.db")
+        )
+        assert await define(flow, factor)(5) == 5 * factor
+        await flow.shutdown()
+    # the second run reused the first; the third, with another factor, ran again
+    assert (tmp_path / "ran").read_text().split() == ["2", "3"]
+
+
+async def test_without_a_journal_everything_runs(tmp_path):
+    log = tmp_path / "log"
+    await run_once(tmp_path, log, journal=False)
+    await run_once(tmp_path, log, journal=False)
+    assert len(log.read_text().splitlines()) == 14
+
+
+async def test_tasks_with_files_and_unpicklable_results_are_not_journaled(tmp_path):
+    for _ in range(2):
+        flow = await WorkflowEngine.create(
+            work_dir=str(tmp_path), handle_signals=False, journal=str(tmp_path / "j.db")
+        )
+
+        @flow.executable_task
+        async def writes(out):
+            return f"echo x > {out}"
+
+        @flow.function_task
+        def lock():
+            return threading.Lock()  # cannot be pickled
+
+        await writes(OutputFile("made.txt"))
+        assert isinstance(await lock(), type(threading.Lock()))
+        assert len(flow.journal) == 0
+        await flow.shutdown()
+
+
+SCRIPT = """
+import asyncio, sys, time
+from plait import WorkflowEngine
+
+async def main(log, slow):
+    flow = await WorkflowEngine.create(journal=sys.argv[3])
+
+    @flow.function_task
+    def step(name, seconds, after=None):
+        time.sleep(seconds)
+        with open(log, "a") as f:
+            f.write(name + "\\n")
+        return name
+
+    a = step("a", 0)
+    b = step("b", 0, after=a)
+    c = step("c", slow, after=b)
+    print(await c, flush=True)
+    await flow.shutdown()
+
+asyncio.run(main(sys.argv[1], float(sys.argv[2])))
+"""
+
+
+def test_a_killed_run_loses_no_finished_result(tmp_path):
+    log, journal = tmp_path / "log", tmp_path / "kill.db"
+    script = tmp_path / "flow.py"
+    script.write_text(SCRIPT)
+    first = subprocess.Popen([sys.executable, str(script), str(log), "60", str(journal)])
+    try:
+        deadline = time.monotonic() + 30
+        while not (log.exists() and "b" in log.read_text().split()):
+            assert time.monotonic() < deadline, "b never finished"
+            time.sleep(0.05)
+        time.sleep(0.2)  # c is running now
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    assert log.read_text().split() == ["a", "b"]
+    again = subprocess.run(
+        [sys.executable, str(script), str(log), "0", str(journal)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "c"
+    assert log.read_text().split() == ["a", "b", "c"]  # a and b were not run again
+
+
+def test_the_cache_option_is_checked():
+    from plait.errors import InvalidTaskError
+    from plait.task import TaskOptions, make_options
+
+    with pytest.raises(InvalidTaskError, match="'cache' must be bool"):
+        make_options(TaskOptions(), {"cache": "yes"})
+
+
+async def test_a_journal_hit_has_its_own_event_sequence(tmp_path):
+    sequences = []
+    for _ in range(2):
+        flow = await WorkflowEngine.create(
+            work_dir=str(tmp_path), handle_signals=False, journal=str(tmp_path / "e.db")
+        )
+        events = []
+        flow.subscribe(events.append)
+
+        @flow.function_task
+        def work():
+            return 42
+
+        assert await work() == 42
+        await flow.shutdown()
+        sequences.append([e.kind.value for e in events])
+    assert sequences[0] == ["created", "resolved", "queued", "submitted", "started", "completed"]
+    assert sequences[1] == ["created", "resolved", "queued", "cached", "completed"]
