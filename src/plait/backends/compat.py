@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from plait.backends.base import ExecutionBackend
+from plait.backends.process import stderr_tail
 from plait.errors import BackendError, CommandError
 from plait.states import TaskState
 from plait.task import TaskDescription, TaskKind
@@ -61,9 +62,12 @@ def reference_error(task: dict[str, Any], desc: TaskDescription) -> BaseExceptio
     stderr = task.get("stderr")
     exit_code = task.get("exit_code")
     if desc.kind is TaskKind.EXECUTABLE and isinstance(exit_code, int) and exit_code != 0:
-        tail = "" if stderr is None else str(stderr)[-4000:]
         return CommandError(
-            desc.command or "", exit_code, tail, task_uid=desc.uid, task_name=desc.name
+            desc.command or "",
+            exit_code,
+            stderr_tail(stderr if isinstance(stderr, bytes | None) else str(stderr)),
+            task_uid=desc.uid,
+            task_name=desc.name,
         )
     detail = exc if exc is not None else stderr
     return BackendError(

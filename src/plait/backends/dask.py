@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 from plait.backends import _dask_worker as worker
 from plait.backends.base import ExecutionBackend, RemoteResult
-from plait.backends.process import STDERR_TAIL_CHARS, STDERR_TAIL_LINES
+from plait.backends.process import stderr_tail
 from plait.backends.slots import PrioritySlots
 from plait.errors import BackendError, CommandError, ConfigurationError, MissingDependencyError
 from plait.task import TaskDescription, TaskKind
@@ -54,11 +54,6 @@ def _import_distributed() -> Any:
     except ImportError as exc:
         raise MissingDependencyError("DaskExecutionBackend", "dask", "distributed") from exc
     return distributed
-
-
-def _tail(data: bytes | None) -> str:
-    text = (data or b"").decode("utf-8", errors="replace").rstrip()
-    return "\n".join(text.splitlines()[-STDERR_TAIL_LINES:])[-STDERR_TAIL_CHARS:]
 
 
 class DaskExecutionBackend(ExecutionBackend):
@@ -261,7 +256,7 @@ class DaskExecutionBackend(ExecutionBackend):
             return CommandError(
                 task.command or "",
                 exc.returncode,
-                _tail(exc.stderr),
+                stderr_tail(exc.stderr),
                 task_uid=task.uid,
                 task_name=task.name,
             )

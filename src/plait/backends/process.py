@@ -25,7 +25,7 @@ from plait.errors import CommandError, InvalidTaskError
 from plait.staging.sandbox import stdio_paths
 from plait.task import TaskDescription
 
-__all__ = ["Completed", "run_command", "run_task_command"]
+__all__ = ["Completed", "run_command", "run_task_command", "stderr_tail"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +44,12 @@ class Completed:
         self.stderr = stderr
 
 
-def _tail(data: bytes) -> str:
-    text = data.decode("utf-8", errors="replace").rstrip()
-    lines = text.splitlines()[-STDERR_TAIL_LINES:]
+def stderr_tail(data: bytes | str | None) -> str:
+    """The last lines of a command's stderr (at most 20 lines, 4,000 characters)."""
+    if data is None:
+        return ""
+    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+    lines = text.rstrip().splitlines()[-STDERR_TAIL_LINES:]
     return "\n".join(lines)[-STDERR_TAIL_CHARS:]
 
 
@@ -171,5 +174,9 @@ def _read_tail(path: Path) -> bytes:
 
 def _fail(task: TaskDescription, exit_code: int, stderr: bytes) -> None:
     raise CommandError(
-        task.command or "", exit_code, _tail(stderr), task_uid=task.uid, task_name=task.name
+        task.command or "",
+        exit_code,
+        stderr_tail(stderr),
+        task_uid=task.uid,
+        task_name=task.name,
     )
