@@ -14,7 +14,12 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from plait.backends.compat import ReferenceBackend, reference_error, reference_result
+from plait.backends.compat import (
+    STANDARD_STATES,
+    ReferenceBackend,
+    reference_error,
+    reference_result,
+)
 from plait.errors import BackendError
 from plait.graph import Node
 from plait.states import TaskState
@@ -61,7 +66,7 @@ class ReferenceHooks:
         new = (
             backend.state_of(state)
             if isinstance(backend, ReferenceBackend)
-            else ReferenceBackend._read_states_map(None).get(str(state))
+            else STANDARD_STATES.get(str(state))
         )
         if service_callback is not None:
             try:

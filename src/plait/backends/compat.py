@@ -27,11 +27,26 @@ from plait.errors import BackendError, CommandError
 from plait.states import TaskState
 from plait.task import TaskDescription, TaskKind
 
-__all__ = ["ReferenceBackend", "is_reference_backend", "reference_error", "reference_result"]
+__all__ = [
+    "STANDARD_STATES",
+    "ReferenceBackend",
+    "is_reference_backend",
+    "reference_error",
+    "reference_result",
+]
 
 logger = logging.getLogger(__name__)
 
 _REQUIRED = ("name", "register_callback", "submit_tasks", "cancel_task", "shutdown")
+
+STANDARD_STATES: dict[str, TaskState] = {
+    "RUNNING": TaskState.RUNNING,
+    "DONE": TaskState.DONE,
+    "FAILED": TaskState.FAILED,
+    "CANCELED": TaskState.CANCELLED,
+    "CANCELLED": TaskState.CANCELLED,
+}
+"""The state names of radical.asyncflow's backends, as plait reads them."""
 
 
 def is_reference_backend(obj: object) -> bool:
@@ -101,13 +116,7 @@ class ReferenceBackend(ExecutionBackend):
 
     @staticmethod
     def _read_states_map(inner: Any) -> dict[str, TaskState]:
-        states = {
-            "RUNNING": TaskState.RUNNING,
-            "DONE": TaskState.DONE,
-            "FAILED": TaskState.FAILED,
-            "CANCELED": TaskState.CANCELLED,
-            "CANCELLED": TaskState.CANCELLED,
-        }
+        states = dict(STANDARD_STATES)
         try:
             mapper = inner.get_task_states_map()
         except Exception:  # optional in practice; the standard names are the fallback
