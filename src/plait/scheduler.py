@@ -328,13 +328,14 @@ class Scheduler:
                 if desc.kind is not TaskKind.FUNCTION:
                     await build(desc)
                 assert backend is not None
-                key = self._journal_key(node, backend)
+                journal = self.journal
+                key = None if journal is None else self._journal_key(node, backend)
                 value = MISSING if key is None else self._journal_hit(desc, key)
                 if value is MISSING:
                     value = await self._run_on(node, backend)
                     if key is not None:
-                        assert self.journal is not None
-                        await self.journal.record(key, desc, value)
+                        assert journal is not None
+                        await journal.record(key, desc, value)
         except asyncio.CancelledError:
             self.cancel_node(node)
             return
@@ -361,8 +362,7 @@ class Scheduler:
     def _journal_key(self, node: Node, backend: ExecutionBackend) -> str | None:
         """The task's journal key, or None when it is not journaled (see plait.journal)."""
         if (
-            self.journal is None
-            or not node.desc.options.cache
+            not node.desc.options.cache
             or node.files
             or backend.keeps_results
             or not backend.runs_work
