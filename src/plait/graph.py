@@ -50,6 +50,13 @@ class Node:
         members: for a block, its unfinished members.
         deps: the futures this node depends on (kept for data staging and errors).
         files: the ``InputFile``/``OutputFile`` declarations in its arguments.
+        pipelined: started before its dependencies finished, because they run on its
+            own backend, which takes them as in-flight inputs (see
+            ``ExecutionBackend.pipelines``).
+        unsubstituted: a pipelined node's arguments before its inputs' in-flight handles
+            were put in place, for running it again should one of them be lost.
+        inputs_done: while a pipelined node waits for its dependencies to finish (a
+            fallback), the future that :func:`release` leaves it to the engine to set.
     """
 
     __slots__ = (
@@ -61,10 +68,13 @@ class Node:
         "files",
         "future",
         "has_deps",
+        "inputs_done",
         "members",
         "parent",
         "pending",
+        "pipelined",
         "runner",
+        "unsubstituted",
     )
 
     def __init__(
@@ -87,6 +97,9 @@ class Node:
         self.members: set[Node] | None = None
         self.deps: tuple[asyncio.Future[Any], ...] = ()
         self.files: list[Any] | tuple[()] = ()
+        self.pipelined = False
+        self.inputs_done: asyncio.Future[None] | None = None
+        self.unsubstituted: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
         return f"<Node {self.desc.uid} pending={self.pending}>"
@@ -101,7 +114,11 @@ def add_dependent(node: Node, dependent: Node) -> None:
 
 
 def release(node: Node) -> list[Node]:
-    """Mark ``node`` finished for its dependents; return those now ready to run."""
+    """Mark ``node`` finished for its dependents; return those now ready to run.
+
+    A pipelined dependent is returned too (its inputs are all finished now), though
+    it already runs.
+    """
     dependents, node.dependents = node.dependents, ()
     if not dependents:
         return []

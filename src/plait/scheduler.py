@@ -9,7 +9,10 @@ The path of one call:
 2. A node with no pending dependency is launched at once: one asyncio task runs
    :meth:`Scheduler._execute` in the context of the call (so workflow scopes and
    blocks follow the work), puts dependency results in place, runs a builder if the
-   task has one, and awaits ``backend.run``.
+   task has one, and awaits ``backend.run``. A function task whose unfinished
+   dependencies all run on its own backend, when that backend ``pipelines`` (Dask),
+   is launched at once too: it goes to the cluster holding their in-flight handles,
+   and the cluster starts it when they finish, with no trip through this process.
 3. The outcome settles the future and, in the same step, reaches the dependents:
    a success decrements their pending counts and launches those that reach zero; a
    failure fails every transitive dependent with :class:`DependencyFailureError`; a
@@ -164,7 +167,7 @@ class Scheduler:
             parent.members.add(node)
             node.parent = parent
             desc.parent = parent.desc.uid
-        outcome = error if error is not None else self._link(node)
+        outcome = error if error is not None else self._link(node, backend)
         publish = self.publish
         if publish is not None:
             publish((EventKind.CREATED, desc, _now(), None))
@@ -172,7 +175,7 @@ class Scheduler:
             self.cancel_node(node)
         elif outcome is not None:
             self.fail(node, outcome)
-        elif node.pending == 0 and not fut.done():
+        elif (node.pending == 0 or node.pipelined) and not fut.done():
             self._launch(node)
         return fut
 
@@ -216,8 +219,13 @@ class Scheduler:
             )
         return backend, None
 
-    def _link(self, node: Node) -> TaskError | asyncio.CancelledError | None:
-        """Link ``node`` to its dependencies; return why it cannot run, if it cannot."""
+    def _link(
+        self, node: Node, backend: ExecutionBackend | None
+    ) -> TaskError | asyncio.CancelledError | None:
+        """Link ``node`` to its dependencies; return why it cannot run, if it cannot.
+
+        Marks ``node`` pipelined when it may start before its dependencies finish.
+        """
         desc = node.desc
         try:
             found = find(desc.args, desc.kwargs, _FILE_TYPES)
@@ -234,11 +242,20 @@ class Scheduler:
         node.has_deps = True
         node.deps = tuple(found.futures.values())
         desc.depends_on = tuple(getattr(d, "uid", None) or f"external-{id(d):x}" for d in node.deps)
+        pipe = (
+            backend is not None
+            and backend.pipelines
+            and desc.kind is TaskKind.FUNCTION
+            and desc.options.is_plain
+            and not node.files
+        )
         for dep in node.deps:
             dep_node: Node | None = getattr(dep, "_node", None)
             if dep_node is not None and getattr(dep, "_owner", None) is self:
                 add_dependent(dep_node, node)
                 node.pending += 1
+                # Its input may be in flight only if it runs there too, in one attempt.
+                pipe = pipe and dep_node.backend is backend and dep_node.desc.options.is_plain
             elif isinstance(dep, ClusterFuture) and dep.remote is not None:
                 pass  # finished where its backend keeps the result: ready
             elif dep.done():
@@ -254,7 +271,9 @@ class Scheduler:
                 )
             else:  # a future of another engine, or a plain asyncio future
                 node.pending += 1
+                pipe = False
                 dep.add_done_callback(functools.partial(self._external_done, node))
+        node.pipelined = pipe and node.pending > 0
         return None
 
     def _external_done(self, node: Node, dep: asyncio.Future[Any]) -> None:
@@ -299,7 +318,8 @@ class Scheduler:
         publish = self.publish
         if publish is not None:
             now = _now()
-            publish((EventKind.RESOLVED, node.desc, now, None))
+            if not node.pipelined:  # a pipelined node's inputs resolve later
+                publish((EventKind.RESOLVED, node.desc, now, None))
             publish((EventKind.QUEUED, node.desc, now, None))
         node.runner = self.loop.create_task(self._execute(node), context=node.context)
 
@@ -328,14 +348,10 @@ class Scheduler:
                 if desc.kind is not TaskKind.FUNCTION:
                     await build(desc)
                 assert backend is not None
-                journal = self.journal
-                key = None if journal is None else self._journal_key(node, backend)
-                value = MISSING if key is None else self._journal_hit(desc, key)
-                if value is MISSING:
-                    value = await self._run_on(node, backend)
-                    if key is not None:
-                        assert journal is not None
-                        await journal.record(key, desc, value)
+                if node.pipelined:
+                    value = await self._run_pipelined(node, backend)
+                else:
+                    value = await self._run_journaled(node, backend)
         except asyncio.CancelledError:
             self.cancel_node(node)
             return
@@ -344,13 +360,26 @@ class Scheduler:
             return
         self.succeed(node, value)
 
+    async def _run_journaled(self, node: Node, backend: ExecutionBackend) -> Any:
+        """Run ``node``, or take its result from the run journal if it has one there."""
+        journal = self.journal
+        key = None if journal is None else self._journal_key(node, backend)
+        if key is None:
+            return await self._run_on(node, backend)
+        assert journal is not None
+        value = self._journal_hit(node.desc, key)
+        if value is MISSING:
+            value = await self._run_on(node, backend)
+            await journal.record(key, node.desc, value)
+        return value
+
     async def _run_on(self, node: Node, backend: ExecutionBackend) -> Any:
         desc = node.desc
         publish = self.publish
         if publish is not None:
             publish((EventKind.SUBMITTED, desc, _now(), None))
-        if not backend.reports_running:
-            self.started(node)
+        if not (backend.reports_running or node.pipelined):
+            self.started(node)  # a pipelined node starts when its inputs are done
         if desc.options.is_plain:
             value = await backend.run(desc)
         else:
@@ -379,11 +408,69 @@ class Scheduler:
                 publish((EventKind.CACHED, desc, _now(), None))
         return value
 
+    async def _run_pipelined(self, node: Node, backend: ExecutionBackend) -> Any:
+        """Run a node handed over with in-flight inputs; if that fails, decide again.
+
+        An input that fails or is lost on the backend fails this attempt too. The
+        engine then waits for its own word on each input: one that failed fails this
+        node (and cancels this runner); if all of them finish (an input queued on a
+        lost worker is simply submitted again), the node runs once more with their
+        results where they lie.
+        """
+        desc = node.desc
+        assert node.unsubstituted is not None
+        args, kwargs = node.unsubstituted
+        node.unsubstituted = None
+        try:
+            return await self._run_on(node, backend)
+        except Exception:
+            if node.pending == 0:  # its inputs had all finished: the failure is its own
+                raise
+        node.pipelined = False
+        await self._inputs_finished(node)
+        desc.args, desc.kwargs = args, kwargs
+        self._put_results(desc, await self._remote_inputs(node, backend, None))
+        return await self._run_on(node, backend)
+
+    async def _inputs_finished(self, node: Node) -> None:
+        """Wait until every dependency of ``node`` has finished (see :meth:`succeed`)."""
+        if node.pending:
+            node.inputs_done = self.loop.create_future()
+            await node.inputs_done
+
     @staticmethod
+    def _in_flight_inputs(node: Node, backend: ExecutionBackend) -> dict[int, Any] | None:
+        """The handles of a pipelined node's inputs, or None if one has none yet."""
+        handles: dict[int, Any] = {}
+        for dep in node.deps:
+            if not isinstance(dep, ClusterFuture) or dep.done():
+                continue
+            remote = dep.remote
+            if remote is None:
+                handle = backend.in_flight(dep._desc)
+            else:
+                handle = remote.handle if backend.accepts(remote) else None
+            if handle is None:
+                return None
+            handles[id(dep)] = handle
+        return handles
+
     async def _remote_inputs(
-        node: Node, backend: ExecutionBackend | None, replacements: dict[int, Any] | None
+        self, node: Node, backend: ExecutionBackend | None, replacements: dict[int, Any] | None
     ) -> dict[int, Any] | None:
-        """Give results kept by a backend to a dependent: where they lie, or fetched."""
+        """Give results kept by a backend to a dependent: where they lie, or fetched.
+
+        A pipelined node takes its inputs in flight; if one has not been handed over
+        yet, the node waits for all of them to finish instead.
+        """
+        if node.pipelined:
+            assert backend is not None
+            handles = self._in_flight_inputs(node, backend)
+            if handles is not None:
+                node.unsubstituted = (node.desc.args, node.desc.kwargs)
+                return handles
+            node.pipelined = False
+            await self._inputs_finished(node)
         for dep in node.deps:
             if not isinstance(dep, ClusterFuture) or dep.done():
                 continue
@@ -443,7 +530,20 @@ class Scheduler:
             publish((EventKind.COMPLETED, node.desc, _now(), None))
         self._finish(node)
         for ready in release(node):
-            self._launch(ready)
+            if ready.runner is None:
+                self._launch(ready)
+            else:  # pipelined: it runs already
+                self._inputs_ready(ready)
+
+    def _inputs_ready(self, node: Node) -> None:
+        publish = self.publish
+        if publish is not None:
+            publish((EventKind.RESOLVED, node.desc, _now(), None))
+        if node.pipelined:
+            self.started(node)
+        waiter = node.inputs_done
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def fail(self, node: Node, exc: BaseException) -> None:
         """Fail ``node`` with ``exc`` and every transitive dependent at once."""
@@ -462,7 +562,7 @@ class Scheduler:
             settle_error(dependent.future, error, quiet=bool(dependent.dependents))
             if publish is not None:
                 publish((EventKind.FAILED, dependent.desc, _now(), error))
-            self._finish(dependent)
+            self._stop(dependent)  # a pipelined dependent is running
 
     def cancel_node(self, node: Node, msg: Any | None = None) -> bool:
         """Cancel ``node``: stop its work, cancel its dependents and block members."""

@@ -12,7 +12,7 @@ import pytest_asyncio
 from distributed import Client, LocalCluster
 from tests.support import pid_alive, wait_gone, wait_text
 
-from plait import LocalExecutionBackend, WorkflowEngine
+from plait import DependencyFailureError, LocalExecutionBackend, WorkflowEngine
 from plait.backends.dask import DaskExecutionBackend, WorkerLostError
 from plait.errors import CommandError, ConfigurationError, MissingDependencyError, PlaitError
 from plait.future import ClusterFuture
@@ -40,6 +40,22 @@ class Heavy:
 
     def __reduce__(self):
         return _rebuild, (self.payload, self.forbidden_pid)
+
+
+def _one_when_file_exists(path):
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    return 1
+
+
+def _plus_one(x):
+    return x + 1
+
+
+def _write_pid_then_hang(path):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(60)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -120,6 +136,83 @@ async def test_chain_results_stay_on_the_cluster(flow):
         await first
 
 
+async def test_a_chain_goes_to_the_cluster_before_its_inputs_finish(flow, dask_backend, tmp_path):
+    release = tmp_path / "release"
+
+    slow_start = flow.function_task(_one_when_file_exists)
+    plus_one = flow.function_task(_plus_one)
+
+    first = slow_start(str(release))
+    second = plus_one(first)
+    third = plus_one(second)
+    await asyncio.sleep(0.3)
+    # Handed to Dask with their inputs' futures, as plain Dask would have them...
+    assert dask_backend.in_flight(second.task) is not None
+    assert dask_backend.in_flight(third.task) is not None
+    # ...but not RUNNING: their inputs have not finished.
+    assert second.state == third.state == "PENDING"
+    release.write_text("go")
+    assert await third == 3
+    assert second.state == "DONE"
+
+
+async def test_a_failure_in_a_pipelined_chain_fails_only_its_dependents(flow):
+    @flow.function_task
+    def broken():
+        time.sleep(0.2)
+        raise ValueError("bad input")
+
+    @flow.function_task
+    def plus_one(x):
+        return x + 1
+
+    doomed = plus_one(plus_one(broken()))
+    healthy = plus_one(plus_one(1))
+    with pytest.raises(DependencyFailureError) as info:
+        await doomed
+    assert isinstance(info.value.root_cause, ValueError)
+    assert "bad input" in str(info.value)
+    assert await healthy == 3
+
+
+async def test_cancelling_a_waiting_dependent_leaves_its_input_running(flow, tmp_path):
+    release = tmp_path / "release"
+
+    slow_start = flow.function_task(_one_when_file_exists)
+    plus_one = flow.function_task(_plus_one)
+
+    first = slow_start(str(release))
+    second = plus_one(first)
+    await asyncio.sleep(0.3)
+    assert second.cancel()
+    release.write_text("go")
+    assert await plus_one(first) == 2
+    assert second.state == "CANCELLED" and first.state == "DONE"
+
+
+async def test_a_dependent_waits_for_an_input_not_yet_on_the_cluster(flow, tmp_path):
+    @flow.executable_task
+    async def late_command():
+        await asyncio.sleep(0.3)  # the command is built here first: nothing to hand over yet
+        return "echo 41"
+
+    @flow.function_task
+    def plus_one(text):
+        return int(text) + 1
+
+    assert await plus_one(late_command()) == 42
+
+
+async def test_with_max_in_flight_a_chain_waits_for_its_inputs_in_the_engine(dask_backend):
+    # A task waiting on the cluster would hold one of the few places its input needs.
+    backend = await DaskExecutionBackend(dask_backend.client, max_in_flight=1)
+    assert not backend.pipelines
+    flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
+    plus_one = flow.function_task(_plus_one)
+    assert await plus_one(plus_one(plus_one(0))) == 3
+    await flow.shutdown(skip_execution_backend=True)
+
+
 async def test_results_are_fetched_when_awaited_or_needed_by_another_backend(flow):
     @flow.function_task
     def on_dask(x):
@@ -191,11 +284,7 @@ async def test_a_killed_worker_fails_its_task_and_nothing_else(tmp_path):
     flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
     pidfile = tmp_path / "worker"
 
-    @flow.function_task
-    def doomed(path):
-        with open(path, "w") as f:
-            f.write(str(os.getpid()))
-        time.sleep(60)
+    doomed = flow.function_task(_write_pid_then_hang)
 
     @flow.function_task
     def fine(x):
@@ -209,6 +298,29 @@ async def test_a_killed_worker_fails_its_task_and_nothing_else(tmp_path):
     with pytest.raises(WorkerLostError, match="lost with the Dask worker"):
         await victim
     assert await asyncio.gather(*others) == [0, 1, 2]
+    await flow.shutdown()
+
+
+async def test_a_chain_queued_on_a_lost_worker_is_submitted_again(tmp_path, caplog):
+    backend = await DaskExecutionBackend(n_workers=1, threads_per_worker=1)
+    flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
+    pidfile = tmp_path / "worker"
+
+    doomed = flow.function_task(_write_pid_then_hang)
+
+    plus_one = flow.function_task(_plus_one)
+    victim = doomed(str(pidfile))
+    worker_pid = int(await wait_text(pidfile))
+    # The worker takes one more task than it has threads: the first link of the chain
+    # waits in that worker's queue, the second on the scheduler, holding its future.
+    chain = plus_one(plus_one(1))
+    await asyncio.sleep(0.5)
+    with caplog.at_level("INFO", logger="plait.backends.dask"):
+        os.kill(worker_pid, signal.SIGKILL)  # the nanny starts a new worker
+        with pytest.raises(WorkerLostError):
+            await victim
+        assert await chain == 3
+    assert "queued on a lost worker" in caplog.text
     await flow.shutdown()
 
 

@@ -18,7 +18,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["STARTED_TOPIC", "call", "kill", "run_command"]
+__all__ = ["STARTED_TOPIC", "allowed_failures", "call", "kill", "run_command"]
 
 STARTED_TOPIC = "plait-started"
 """Dask event topic on which a task announces that it started executing."""
@@ -37,9 +37,17 @@ def _announce_start() -> None:
         return
 
 
-def call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def allowed_failures(dask_scheduler: Any) -> int:
+    """The scheduler's ``allowed-failures`` (run there with ``Client.run_on_scheduler``)."""
+    return int(dask_scheduler.allowed_failures)
+
+
+def call(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], announce: bool
+) -> Any:
     """Run a function task's body; an ``async def`` body runs in a loop of its own."""
-    _announce_start()
+    if announce:
+        _announce_start()
     result = func(*args, **kwargs)
     if inspect.isawaitable(result):
         result = asyncio.run(_await(result))
@@ -56,6 +64,7 @@ def run_command(
     shell: bool,
     cwd: str | None,
     env: Mapping[str, str] | None,
+    announce: bool,
 ) -> str:
     """Run an executable task's command; return its stdout.
 
@@ -65,7 +74,8 @@ def run_command(
     Raises:
         subprocess.CalledProcessError: the command exited non-zero (with its stderr).
     """
-    _announce_start()
+    if announce:
+        _announce_start()
     argv: str | list[str] = command if shell else shlex.split(command)
     proc = subprocess.Popen(
         argv,

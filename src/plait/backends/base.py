@@ -64,6 +64,11 @@ class ExecutionBackend(abc.ABC):
             their outputs checked (False for the dry-run backend).
         keeps_results: ``run`` may return a :class:`RemoteResult`: the value stays
             with the backend until needed (the Dask backend).
+        pipelines: a function task may be handed over while the dependencies it has on
+            this backend still run there: ``run`` receives their :meth:`in_flight`
+            handles in place of their results, and the backend itself starts the task
+            when they finish (the Dask backend, as plain Dask does). The engine marks
+            such a task RUNNING when its inputs have finished.
     """
 
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.FUNCTION, TaskKind.EXECUTABLE})
@@ -71,6 +76,7 @@ class ExecutionBackend(abc.ABC):
     reports_running: ClassVar[bool] = False
     runs_work: ClassVar[bool] = True
     keeps_results: ClassVar[bool] = False
+    pipelines: bool = False
 
     def __init__(self, name: str = "default") -> None:
         if not isinstance(name, str) or not name:
@@ -108,6 +114,14 @@ class ExecutionBackend(abc.ABC):
     def accepts(self, result: RemoteResult) -> bool:
         """Whether tasks on this backend can take ``result`` where it lies (no fetch)."""
         return False
+
+    def in_flight(self, task: TaskDescription) -> Any | None:
+        """The handle of ``task``'s current attempt while it runs here, or None.
+
+        Only asked of a backend that ``pipelines``: a dependent on this backend takes
+        the handle as its input and starts when the attempt finishes.
+        """
+        return None
 
     @abc.abstractmethod
     async def run(self, task: TaskDescription) -> Any:

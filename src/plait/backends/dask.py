@@ -12,12 +12,22 @@
 * results stay on the cluster: a task's value is fetched into the engine only when
   something here awaits it, and a dependent on the same cluster gets it worker to
   worker (see :class:`plait.future.ClusterFuture`);
+* a function task whose unfinished dependencies all run here goes to the cluster at
+  once, holding their Dask futures, so a chain runs hop to hop on the cluster as in
+  plain Dask (the backend ``pipelines``); such a task is RUNNING once its inputs are;
 * a worker lost mid-task fails that task with :class:`WorkerLostError` (and the task
-  is tried again if it allows ``retries``); nothing else is lost: each task announces
-  on the scheduler's event stream when it starts executing, so a task that was only
-  queued on the lost worker is submitted again instead of failing;
+  is tried again if it allows ``retries``); nothing else is lost: where the scheduler
+  fails every task a lost worker held (``allowed-failures`` 0, as in the LocalCluster
+  this backend starts), each task announces on the scheduler's event stream when it
+  starts executing, so one that was only queued there is submitted again instead of
+  failing. A cluster with more allowed failures reschedules such tasks itself (and
+  reruns a task whose worker died under it, up to that many times);
 * results asked for while a fetch is under way come back together in the next
-  ``gather``: one gather in flight at a time, batches as large as the load.
+  ``gather``: one gather in flight at a time, batches as large as the load. While
+  other tasks still run, a small batch waits a few milliseconds for more (as Dask
+  batches its own messages every 2-10 ms): a gather costs the scheduler a round trip
+  to every worker holding a result, so a thousand one-result gathers would cost
+  more than the tasks.
 
 With no cluster given, the backend starts a ``LocalCluster`` of worker processes on
 127.0.0.1 and closes it at shutdown. A cluster or client passed in is left running.
@@ -43,6 +53,11 @@ __all__ = ["DaskExecutionBackend", "WorkerLostError"]
 
 logger = logging.getLogger(__name__)
 
+_GATHER_WINDOW = 0.005
+"""Seconds a small gather waits for more results while tasks still run."""
+_GATHER_BATCH = 64
+"""Results enough for a gather to go at once."""
+
 
 class WorkerLostError(BackendError):
     """The Dask worker running a task died (or was lost) before the task finished."""
@@ -54,6 +69,21 @@ def _import_distributed() -> Any:
     except ImportError as exc:
         raise MissingDependencyError("DaskExecutionBackend", "dask", "distributed") from exc
     return distributed
+
+
+async def _finished(future: Any, distributed: Any) -> None:
+    """Wait until ``future`` finished, erred or was cancelled; raise nothing for that.
+
+    ``distributed.wait`` costs about a tenth of a no-op task's time on the cluster
+    (it is built for many futures at once), so one future waits on its state's
+    event directly — the same event ``wait`` ends up waiting on — when this version
+    of distributed has it.
+    """
+    state = getattr(future, "_state", None)
+    if state is not None and hasattr(state, "wait"):
+        await state.wait()
+    else:
+        await distributed.wait(future)
 
 
 class DaskExecutionBackend(ExecutionBackend):
@@ -92,8 +122,12 @@ class DaskExecutionBackend(ExecutionBackend):
     ) -> None:
         super().__init__(name)
         self._slots = PrioritySlots(max_in_flight) if max_in_flight else None
-        self._in_flight: set[str] = set()  # keys submitted and not yet finished
+        # A task waiting in the cluster for its inputs would hold a slot they may need.
+        self.pipelines = self._slots is None
+        self._in_flight: dict[str, TaskDescription] = {}  # keys submitted, not finished
         self._executing: set[str] = set()  # of those, the ones that announced their start
+        self._attempts: dict[int, Any] = {}  # id of a running task: its Dask future
+        self._announce = True  # tasks announce their start (see _listen)
         self._to_gather: list[tuple[Any, asyncio.Future[Any]]] = []
         self._gatherer: asyncio.Task[None] | None = None
         self._target = cluster
@@ -120,7 +154,7 @@ class DaskExecutionBackend(ExecutionBackend):
                     "scheduler address or the cluster object instead"
                 )
             self.client = target
-            self._listen()
+            await self._listen()
             return
         if target is None:
             import dask
@@ -139,15 +173,34 @@ class DaskExecutionBackend(ExecutionBackend):
             self.cluster = target
         self.client = await distributed.Client(target, asynchronous=True)
         self._owned.insert(0, self.client)
-        self._listen()
+        await self._listen()
 
-    def _listen(self) -> None:
-        self.client.subscribe_topic(worker.STARTED_TOPIC, self._on_started)
+    async def _listen(self) -> None:
+        """Have tasks announce their start where a lost worker fails queued tasks too.
+
+        With the scheduler's ``allowed-failures`` at 0 (the LocalCluster this backend
+        starts), Dask fails every task a lost worker held, queued or running; the
+        announcements tell the two apart. With more allowed failures Dask itself
+        reschedules what a lost worker held, and tasks need not say a word.
+        """
+        try:
+            allowed = await self.client.run_on_scheduler(worker.allowed_failures)
+        except Exception:  # cannot ask (plait missing on the scheduler?): be safe
+            logger.debug("could not read the scheduler's allowed-failures", exc_info=True)
+            allowed = 0
+        self._announce = allowed == 0
+        if self._announce:
+            self.client.subscribe_topic(worker.STARTED_TOPIC, self._on_started)
 
     def _on_started(self, event: Any) -> None:
         _, key = event
-        if key in self._in_flight:  # a late announcement of a finished task is dropped
+        task = self._in_flight.get(key)
+        if task is not None:  # a late announcement of a finished task is dropped
             self._executing.add(key)
+
+    def in_flight(self, task: TaskDescription) -> Any | None:
+        """The Dask future of ``task``'s current attempt, while it runs here."""
+        return self._attempts.get(id(task))
 
     def accepts(self, result: RemoteResult) -> bool:
         """Whether a dependent on this backend can take ``result`` where it lies."""
@@ -165,12 +218,20 @@ class DaskExecutionBackend(ExecutionBackend):
                 opts.shell,
                 opts.cwd if opts.cwd is not None else task.sandbox,
                 dict(opts.env) if opts.env else None,
+                self._announce,
                 key=key,
                 pure=False,
                 resources=resources,
             )
         return self.client.submit(
-            worker.call, task.func, task.args, task.kwargs, key=key, pure=False, resources=resources
+            worker.call,
+            task.func,
+            task.args,
+            task.kwargs,
+            self._announce,
+            key=key,
+            pure=False,
+            resources=resources,
         )
 
     async def run(self, task: TaskDescription) -> Any:
@@ -184,21 +245,28 @@ class DaskExecutionBackend(ExecutionBackend):
         distributed = _import_distributed()
         while True:
             key = f"{task.name}-{task.uid}-{next(self._keys)}"
-            self._in_flight.add(key)
             future = self._submit(task, key)
+            self._in_flight[key] = task
+            self._attempts[id(task)] = future
             try:
-                await distributed.wait(future)
+                await _finished(future, distributed)
             except BaseException:  # cancelled (or timed out): stop the work on the cluster
                 await self._stop(task, future)
                 raise
             finally:
                 started = key in self._executing
                 self._executing.discard(key)
-                self._in_flight.discard(key)
+                del self._in_flight[key]
+                del self._attempts[id(task)]
             if future.status == "finished":
                 return RemoteResult(future, self._fetcher(future), self)
             exc = await future.exception() if future.status == "error" else None
-            if isinstance(exc, distributed.scheduler.KilledWorker) and not started:
+            if (
+                isinstance(exc, distributed.scheduler.KilledWorker)
+                and exc.task == key  # not an input lost upstream (the engine sees to that)
+                and self._announce
+                and not started
+            ):
                 logger.info("task %s was queued on a lost worker; submitting it again", task.uid)
                 continue
             if exc is None:
@@ -213,7 +281,8 @@ class DaskExecutionBackend(ExecutionBackend):
         """A fetch that travels with the others asked for meanwhile, in one gather.
 
         At most one gather is in flight; fetches asked for while it runs wait and all
-        go in the next. No timer: batches grow exactly when the cluster is busy.
+        go in the next, which waits ``_GATHER_WINDOW`` more seconds if it is small
+        while tasks still run.
         """
 
         async def fetch() -> Any:
@@ -228,6 +297,8 @@ class DaskExecutionBackend(ExecutionBackend):
     async def _gather_all(self) -> None:
         try:
             while self._to_gather:
+                if len(self._to_gather) < _GATHER_BATCH and self._in_flight:
+                    await asyncio.sleep(_GATHER_WINDOW)  # more results are on their way
                 batch, self._to_gather = self._to_gather, []
                 await self._gather(batch)
         finally:
