@@ -142,6 +142,11 @@ class ClusterFuture(TaskFuture):
         return super().cancel(msg)
 
     @property
+    def wanted(self) -> bool:
+        """Whether something in this process waits for the value (it is fetched at once)."""
+        return self._wanted
+
+    @property
     def remote(self) -> RemoteResult | None:
         """The result where it lies, until it has been fetched."""
         return self._remote

@@ -380,6 +380,9 @@ class Scheduler:
             publish((EventKind.SUBMITTED, desc, _now(), None))
         if not (backend.reports_running or node.pipelined):
             self.started(node)  # a pipelined node starts when its inputs are done
+        if backend.keeps_results:
+            fut = node.future
+            desc.wanted = isinstance(fut, ClusterFuture) and fut.wanted
         if desc.options.is_plain:
             value = await backend.run(desc)
         else:

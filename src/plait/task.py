@@ -269,6 +269,9 @@ class TaskDescription(Mapping[str, Any]):
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     extra: dict[str, Any] | None = None  # backend-reported details (token usage, ...)
+    # For a backend that keeps results: something here awaits the value already, so
+    # the backend may send it along with the completion instead of waiting to be asked.
+    wanted: bool = False
 
     def __getitem__(self, key: str) -> Any:
         kind = self.kind

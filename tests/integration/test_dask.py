@@ -213,6 +213,43 @@ async def test_with_max_in_flight_a_chain_waits_for_its_inputs_in_the_engine(das
     await flow.shutdown(skip_execution_backend=True)
 
 
+async def test_small_awaited_results_come_with_the_completion(flow, dask_backend, monkeypatch):
+    gathers = []
+    real_gather = dask_backend.client.gather
+
+    async def counting_gather(futures, *args, **kwargs):
+        gathers.append(len(futures))
+        return await real_gather(futures, *args, **kwargs)
+
+    monkeypatch.setattr(dask_backend.client, "gather", counting_gather)
+
+    @flow.function_task
+    def square(x):
+        return x * x
+
+    @flow.function_task
+    def big(n):
+        return b"x" * n
+
+    @flow.executable_task
+    def shout():
+        return "echo hello"
+
+    # Awaited before they reach the cluster: the values travel with the completions.
+    assert await asyncio.gather(*[square(i) for i in range(20)]) == [i * i for i in range(20)]
+    assert await shout() == "hello\n"
+    assert gathers == []
+    # Too large to travel that way: gathered.
+    assert len(await big(100_000)) == 100_000
+    assert gathers == [1]
+    # Not awaited until after it finished: gathered when asked for.
+    later = square(9)
+    assert await flow.function_task(_plus_one)(later) == 82
+    assert later.state == "DONE"
+    assert await later == 81
+    assert gathers == [1, 1]
+
+
 async def test_results_are_fetched_when_awaited_or_needed_by_another_backend(flow):
     @flow.function_task
     def on_dask(x):

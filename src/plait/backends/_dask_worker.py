@@ -4,6 +4,12 @@ Kept free of plait's engine and of Dask imports, so that unpickling a task on a
 worker loads only this small module. ``_RUNNING`` maps the uid of each command
 running in this worker process to its process group, so that a cancel from the
 engine (sent with ``Client.run``) can stop it.
+
+A task talks to its engine on the scheduler's event stream, on a topic of the
+backend's own (:class:`Report`): ``("started", key)`` when it starts executing, if
+asked to, and ``("result", key, pickled value)`` when asked to send a small result
+along — the event travels ahead of the task's completion on the same streams, so the
+engine has the value by the time it learns the task finished.
 """
 
 from __future__ import annotations
@@ -12,29 +18,73 @@ import asyncio
 import contextlib
 import inspect
 import os
+import pickle
 import shlex
 import signal
 import subprocess
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["STARTED_TOPIC", "allowed_failures", "call", "kill", "run_command"]
+__all__ = ["PUSH_LIMIT", "Report", "allowed_failures", "call", "kill", "run_command"]
 
-STARTED_TOPIC = "plait-started"
-"""Dask event topic on which a task announces that it started executing."""
+PUSH_LIMIT = 4096
+"""The largest pickled result sent along with a completion, in bytes. The scheduler
+keeps the last events of a topic (``distributed.admin.low-level-log-length``, 1000),
+so this also bounds what it holds: a few megabytes."""
 
 _RUNNING: dict[str, int] = {}
 
 
-def _announce_start() -> None:
-    """Tell the engine (through the scheduler's event stream) that this task started."""
+class Report(NamedTuple):
+    """What a task tells its engine, and on which topic."""
+
+    topic: str
+    started: bool  # announce the start
+    result: bool  # send a small result along
+
+
+def _log(topic: str, message: tuple[Any, ...]) -> None:
     try:
         from distributed import get_worker
 
         worker = get_worker()
-        worker.log_event(STARTED_TOPIC, worker.get_current_task())
+        worker.log_event(topic, (message[0], worker.get_current_task(), *message[1:]))
     except Exception:  # not on a worker (a test calling directly): nothing to tell
         return
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _CappedSink:
+    """A file for :class:`pickle.Pickler` that gives up past ``PUSH_LIMIT`` bytes.
+
+    So a large result costs a few kilobytes of pickling, not a copy of itself.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes  # bytes, or a buffer (a PickleBuffer, a view)
+        self.size += size
+        if self.size > PUSH_LIMIT:
+            raise _TooLarge
+        self.parts.append(bytes(data))
+        return size
+
+
+def _send_result(report: Report | None, value: Any) -> None:
+    if report is None or not report.result:
+        return
+    sink = _CappedSink()
+    try:
+        pickle.Pickler(sink, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    except Exception:  # too large, or for Dask's own pickling: the engine gathers it
+        return
+    _log(report.topic, ("result", b"".join(sink.parts)))
 
 
 def allowed_failures(dask_scheduler: Any) -> int:
@@ -43,14 +93,18 @@ def allowed_failures(dask_scheduler: Any) -> int:
 
 
 def call(
-    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], announce: bool
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    report: Report | None,
 ) -> Any:
     """Run a function task's body; an ``async def`` body runs in a loop of its own."""
-    if announce:
-        _announce_start()
+    if report is not None and report.started:
+        _log(report.topic, ("started",))
     result = func(*args, **kwargs)
     if inspect.isawaitable(result):
         result = asyncio.run(_await(result))
+    _send_result(report, result)
     return result
 
 
@@ -64,7 +118,7 @@ def run_command(
     shell: bool,
     cwd: str | None,
     env: Mapping[str, str] | None,
-    announce: bool,
+    report: Report | None,
 ) -> str:
     """Run an executable task's command; return its stdout.
 
@@ -74,8 +128,8 @@ def run_command(
     Raises:
         subprocess.CalledProcessError: the command exited non-zero (with its stderr).
     """
-    if announce:
-        _announce_start()
+    if report is not None and report.started:
+        _log(report.topic, ("started",))
     argv: str | list[str] = command if shell else shlex.split(command)
     proc = subprocess.Popen(
         argv,
@@ -94,7 +148,9 @@ def run_command(
         _RUNNING.pop(uid, None)
     if proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, command, out, err)
-    return out.decode("utf-8", errors="replace")
+    stdout = out.decode("utf-8", errors="replace")
+    _send_result(report, stdout)
+    return stdout
 
 
 async def kill(uid: str, grace: float) -> bool:

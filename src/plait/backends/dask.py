@@ -38,7 +38,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import pickle
 import subprocess
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -86,6 +88,15 @@ async def _finished(future: Any, distributed: Any) -> None:
         await distributed.wait(future)
 
 
+def _unpickler(data: bytes) -> Callable[[], Awaitable[Any]]:
+    """A fetch of a result that came along with its task's completion."""
+
+    async def fetch() -> Any:
+        return pickle.loads(data)
+
+    return fetch
+
+
 class DaskExecutionBackend(ExecutionBackend):
     """Run function and executable tasks on Dask workers.
 
@@ -124,10 +135,15 @@ class DaskExecutionBackend(ExecutionBackend):
         self._slots = PrioritySlots(max_in_flight) if max_in_flight else None
         # A task waiting in the cluster for its inputs would hold a slot they may need.
         self.pipelines = self._slots is None
-        self._in_flight: dict[str, TaskDescription] = {}  # keys submitted, not finished
+        self._in_flight: set[str] = set()  # keys submitted and not yet finished
         self._executing: set[str] = set()  # of those, the ones that announced their start
         self._attempts: dict[int, Any] = {}  # id of a running task: its Dask future
-        self._announce = True  # tasks announce their start (see _listen)
+        self._pushed: dict[str, bytes] = {}  # results sent along, by key, until taken
+        # What tasks report on this backend's event topic (see _listen), by whether
+        # their result is wanted at once.
+        self._topic = ""
+        self._announce = True
+        self._reports: tuple[worker.Report | None, worker.Report | None] = (None, None)
         self._to_gather: list[tuple[Any, asyncio.Future[Any]]] = []
         self._gatherer: asyncio.Task[None] | None = None
         self._target = cluster
@@ -176,10 +192,13 @@ class DaskExecutionBackend(ExecutionBackend):
         await self._listen()
 
     async def _listen(self) -> None:
-        """Have tasks announce their start where a lost worker fails queued tasks too.
+        """Subscribe to this backend's own event topic, and decide what tasks report.
 
-        With the scheduler's ``allowed-failures`` at 0 (the LocalCluster this backend
-        starts), Dask fails every task a lost worker held, queued or running; the
+        A task whose value is wanted at once sends it along if it is small (see
+        :mod:`plait.backends._dask_worker`): no gather round trip for it. Tasks also
+        announce their start where a lost worker fails queued tasks too: with the
+        scheduler's ``allowed-failures`` at 0 (the LocalCluster this backend starts),
+        Dask fails every task a lost worker held, queued or running, and the
         announcements tell the two apart. With more allowed failures Dask itself
         reschedules what a lost worker held, and tasks need not say a word.
         """
@@ -189,14 +208,21 @@ class DaskExecutionBackend(ExecutionBackend):
             logger.debug("could not read the scheduler's allowed-failures", exc_info=True)
             allowed = 0
         self._announce = allowed == 0
-        if self._announce:
-            self.client.subscribe_topic(worker.STARTED_TOPIC, self._on_started)
+        self._topic = f"plait-{uuid.uuid4().hex}"
+        self._reports = (
+            worker.Report(self._topic, True, False) if self._announce else None,
+            worker.Report(self._topic, self._announce, True),
+        )
+        self.client.subscribe_topic(self._topic, self._on_report)
 
-    def _on_started(self, event: Any) -> None:
-        _, key = event
-        task = self._in_flight.get(key)
-        if task is not None:  # a late announcement of a finished task is dropped
+    def _on_report(self, event: Any) -> None:
+        _, (kind, key, *rest) = event
+        if key not in self._in_flight:  # a late word of a finished task is dropped
+            return
+        if kind == "started":
             self._executing.add(key)
+        elif kind == "result":
+            self._pushed[key] = rest[0]
 
     def in_flight(self, task: TaskDescription) -> Any | None:
         """The Dask future of ``task``'s current attempt, while it runs here."""
@@ -218,7 +244,7 @@ class DaskExecutionBackend(ExecutionBackend):
                 opts.shell,
                 opts.cwd if opts.cwd is not None else task.sandbox,
                 dict(opts.env) if opts.env else None,
-                self._announce,
+                self._reports[task.wanted],
                 key=key,
                 pure=False,
                 resources=resources,
@@ -228,7 +254,7 @@ class DaskExecutionBackend(ExecutionBackend):
             task.func,
             task.args,
             task.kwargs,
-            self._announce,
+            self._reports[task.wanted],
             key=key,
             pure=False,
             resources=resources,
@@ -246,7 +272,7 @@ class DaskExecutionBackend(ExecutionBackend):
         while True:
             key = f"{task.name}-{task.uid}-{next(self._keys)}"
             future = self._submit(task, key)
-            self._in_flight[key] = task
+            self._in_flight.add(key)
             self._attempts[id(task)] = future
             try:
                 await _finished(future, distributed)
@@ -256,10 +282,12 @@ class DaskExecutionBackend(ExecutionBackend):
             finally:
                 started = key in self._executing
                 self._executing.discard(key)
-                del self._in_flight[key]
+                self._in_flight.discard(key)
                 del self._attempts[id(task)]
+                pushed = self._pushed.pop(key, None)
             if future.status == "finished":
-                return RemoteResult(future, self._fetcher(future), self)
+                fetch = self._fetcher(future) if pushed is None else _unpickler(pushed)
+                return RemoteResult(future, fetch, self)
             exc = await future.exception() if future.status == "error" else None
             if (
                 isinstance(exc, distributed.scheduler.KilledWorker)
@@ -351,6 +379,11 @@ class DaskExecutionBackend(ExecutionBackend):
 
     async def shutdown(self) -> None:
         """Close the client and the cluster this backend started (not ones passed in)."""
+        if self._topic and self.client is not None and self.client.status == "running":
+            try:
+                self.client.unsubscribe_topic(self._topic)
+            except Exception:
+                logger.debug("could not unsubscribe from %s", self._topic, exc_info=True)
         for owned in self._owned:
             try:
                 await owned.close()
