@@ -76,6 +76,20 @@ async def flow(dask_backend, tmp_path):
     await engine.shutdown(skip_execution_backend=True)
 
 
+@pytest.fixture
+def gathers(dask_backend, monkeypatch):
+    """The sizes of the gathers made on the shared client, as they happen."""
+    sizes = []
+    real_gather = dask_backend.client.gather
+
+    async def counting_gather(futures, *args, **kwargs):
+        sizes.append(len(futures))
+        return await real_gather(futures, *args, **kwargs)
+
+    monkeypatch.setattr(dask_backend.client, "gather", counting_gather)
+    return sizes
+
+
 async def test_sync_and_async_functions_run_on_the_workers(flow):
     @flow.function_task
     def sync_body(x):
@@ -213,15 +227,7 @@ async def test_with_max_in_flight_a_chain_waits_for_its_inputs_in_the_engine(das
     await flow.shutdown(skip_execution_backend=True)
 
 
-async def test_small_awaited_results_come_with_the_completion(flow, dask_backend, monkeypatch):
-    gathers = []
-    real_gather = dask_backend.client.gather
-
-    async def counting_gather(futures, *args, **kwargs):
-        gathers.append(len(futures))
-        return await real_gather(futures, *args, **kwargs)
-
-    monkeypatch.setattr(dask_backend.client, "gather", counting_gather)
+async def test_small_awaited_results_come_with_the_completion(flow, gathers):
 
     @flow.function_task
     def square(x):
@@ -248,6 +254,20 @@ async def test_small_awaited_results_come_with_the_completion(flow, dask_backend
     assert later.state == "DONE"
     assert await later == 81
     assert gathers == [1, 1]
+
+
+async def test_two_backends_on_one_client_each_hear_their_own_tasks(dask_backend, gathers):
+    second = await DaskExecutionBackend(dask_backend.client, name="second")
+    flow = await WorkflowEngine.create(backend=[dask_backend, second], handle_signals=False)
+    on_first = flow.function_task(_plus_one)
+    on_second = flow.function_task(backend="second")(_plus_one)
+    values = await asyncio.gather(
+        *[on_first(i) for i in range(5)], *[on_second(i) for i in range(5)]
+    )
+    assert values == [1, 2, 3, 4, 5] * 2
+    assert gathers == []  # every value came along on its own backend's topic
+    await flow.shutdown(skip_execution_backend=True)
+    await second.shutdown()
 
 
 async def test_results_are_fetched_when_awaited_or_needed_by_another_backend(flow):

@@ -22,7 +22,10 @@
   starts executing, so one that was only queued there is submitted again instead of
   failing. A cluster with more allowed failures reschedules such tasks itself (and
   reruns a task whose worker died under it, up to that many times);
-* results asked for while a fetch is under way come back together in the next
+* a small result (pickled, at most 4 KiB) that something already awaits when its task
+  is handed over travels with the task's completion, on this backend's own topic of
+  the scheduler's event stream: no gather round trip for it;
+* other results asked for while a fetch is under way come back together in the next
   ``gather``: one gather in flight at a time, batches as large as the load. While
   other tasks still run, a small batch waits a few milliseconds for more (as Dask
   batches its own messages every 2-10 ms): a gather costs the scheduler a round trip
@@ -74,7 +77,7 @@ def _import_distributed() -> Any:
 
 
 async def _finished(future: Any, distributed: Any) -> None:
-    """Wait until ``future`` finished, erred or was cancelled; raise nothing for that.
+    """Wait until ``future`` finished, erred or was cancelled.
 
     ``distributed.wait`` costs about a tenth of a no-op task's time on the cluster
     (it is built for many futures at once), so one future waits on its state's
