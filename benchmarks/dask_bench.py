@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 SIZES = {"W1": 2_000, "W2": 200, "W3": 1_000}
-ROUNDS = 7
+ROUNDS = 11
 
 
 def inc(x: int) -> int:

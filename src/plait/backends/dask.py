@@ -26,11 +26,8 @@
   is handed over travels with the task's completion, on this backend's own topic of
   the scheduler's event stream: no gather round trip for it;
 * other results asked for while a fetch is under way come back together in the next
-  ``gather``: one gather in flight at a time, batches as large as the load. While
-  other tasks still run, a small batch waits a few milliseconds for more (as Dask
-  batches its own messages every 2-10 ms): a gather costs the scheduler a round trip
-  to every worker holding a result, so a thousand one-result gathers would cost
-  more than the tasks.
+  ``gather``: one gather in flight at a time, batches as large as the load (a gather
+  costs the scheduler a round trip to every worker holding a result).
 
 With no cluster given, the backend starts a ``LocalCluster`` of worker processes on
 127.0.0.1 and closes it at shutdown. A cluster or client passed in is left running.
@@ -57,11 +54,6 @@ from plait.task import TaskDescription, TaskKind
 __all__ = ["DaskExecutionBackend", "WorkerLostError"]
 
 logger = logging.getLogger(__name__)
-
-_GATHER_WINDOW = 0.005
-"""Seconds a small gather waits for more results while tasks still run."""
-_GATHER_BATCH = 64
-"""Results enough for a gather to go at once."""
 
 
 class WorkerLostError(BackendError):
@@ -312,8 +304,7 @@ class DaskExecutionBackend(ExecutionBackend):
         """A fetch that travels with the others asked for meanwhile, in one gather.
 
         At most one gather is in flight; fetches asked for while it runs wait and all
-        go in the next, which waits ``_GATHER_WINDOW`` more seconds if it is small
-        while tasks still run.
+        go in the next. No timer: batches grow exactly when the cluster is busy.
         """
 
         async def fetch() -> Any:
@@ -328,8 +319,6 @@ class DaskExecutionBackend(ExecutionBackend):
     async def _gather_all(self) -> None:
         try:
             while self._to_gather:
-                if len(self._to_gather) < _GATHER_BATCH and self._in_flight:
-                    await asyncio.sleep(_GATHER_WINDOW)  # more results are on their way
                 batch, self._to_gather = self._to_gather, []
                 await self._gather(batch)
         finally:
