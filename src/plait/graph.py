@@ -53,8 +53,6 @@ class Node:
         pipelined: started before its dependencies finished, because they run on its
             own backend, which takes them as in-flight inputs (see
             ``ExecutionBackend.pipelines``).
-        unsubstituted: a pipelined node's arguments before its inputs' in-flight handles
-            were put in place, for running it again should one of them be lost.
         inputs_done: while a pipelined node waits for its dependencies to finish (a
             fallback), the future that :func:`release` leaves it to the engine to set.
     """
@@ -74,7 +72,6 @@ class Node:
         "pending",
         "pipelined",
         "runner",
-        "unsubstituted",
     )
 
     def __init__(
@@ -99,7 +96,6 @@ class Node:
         self.files: list[Any] | tuple[()] = ()
         self.pipelined = False
         self.inputs_done: asyncio.Future[None] | None = None
-        self.unsubstituted: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
         return f"<Node {self.desc.uid} pending={self.pending}>"

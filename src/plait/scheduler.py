@@ -339,6 +339,7 @@ class Scheduler:
                 )
             if node.has_deps:
                 staged = await self._remote_inputs(node, backend, staged)
+            args, kwargs = desc.args, desc.kwargs  # as called: a pipelined rerun needs them
             if node.has_deps or staged:
                 self._put_results(desc, staged)
             if desc.kind is TaskKind.BLOCK:
@@ -349,7 +350,7 @@ class Scheduler:
                     await build(desc)
                 assert backend is not None
                 if node.pipelined:
-                    value = await self._run_pipelined(node, backend)
+                    value = await self._run_pipelined(node, backend, args, kwargs)
                 else:
                     value = await self._run_journaled(node, backend)
         except asyncio.CancelledError:
@@ -411,19 +412,19 @@ class Scheduler:
                 publish((EventKind.CACHED, desc, _now(), None))
         return value
 
-    async def _run_pipelined(self, node: Node, backend: ExecutionBackend) -> Any:
+    async def _run_pipelined(
+        self, node: Node, backend: ExecutionBackend, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         """Run a node handed over with in-flight inputs; if that fails, decide again.
 
         An input that fails or is lost on the backend fails this attempt too. The
         engine then waits for its own word on each input: one that failed fails this
         node (and cancels this runner); if all of them finish (an input queued on a
         lost worker is simply submitted again), the node runs once more with their
-        results where they lie.
+        results where they lie (``args`` and ``kwargs`` are the call's own, before its
+        inputs were put in place).
         """
         desc = node.desc
-        assert node.unsubstituted is not None
-        args, kwargs = node.unsubstituted
-        node.unsubstituted = None
         try:
             return await self._run_on(node, backend)
         except Exception:
@@ -470,7 +471,6 @@ class Scheduler:
             assert backend is not None
             handles = self._in_flight_inputs(node, backend)
             if handles is not None:
-                node.unsubstituted = (node.desc.args, node.desc.kwargs)
                 return handles
             node.pipelined = False
             await self._inputs_finished(node)
