@@ -45,3 +45,38 @@ def test_reference_names_import_from_plait():
         WorkflowEngine,
     )
     from plait.errors import DependencyFailureError  # noqa: F401
+
+
+def test_reference_module_names_are_pinned():
+    import plait.backends
+    import plait.data
+    import plait.logging
+    import plait.telemetry
+    import plait.utils
+    import plait.workflow_manager
+
+    assert sorted(plait.logging.__all__) == [
+        "StructuredLogger",
+        "get_logger",
+        "get_structured_logger",
+        "init_default_logger",
+    ]
+    assert sorted(plait.telemetry.__all__) == [
+        "BaseEvent",
+        "EventBus",
+        "EventKind",
+        "TaskEvent",
+        "define_event",
+        "make_event",
+    ]
+    assert plait.backends.__all__ == [
+        "ExecutionBackend",
+        "LocalExecutionBackend",
+        "NoopExecutionBackend",
+    ]
+    assert plait.data.__all__ == ["File", "InputFile", "OutputFile"]
+    assert plait.utils.__all__ == ["get_event_loop_or_raise"]
+    assert plait.workflow_manager.__all__ == ["WorkflowEngine"]
+    for module in (plait.backends, plait.data, plait.logging, plait.telemetry, plait.utils):
+        for name in module.__all__:
+            assert getattr(module, name) is not None, (module.__name__, name)

@@ -17,6 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
+from plait.logging import init_default_logger
+
 __all__ = ["main"]
 
 
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     graph.add_argument("-o", "--output", help="write to this file (default: stdout)")
     graph.set_defaults(handler=_graph)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    init_default_logger(logging.DEBUG if args.verbose else logging.WARNING, style="core")
     return int(args.handler(args))
 
 

@@ -335,7 +335,8 @@ class WorkflowEngine(ReferenceHooks):
         from plait.telemetry.manager import TelemetryManager
 
         manager = TelemetryManager(
-            self,
+            self._bus,
+            self.uid,
             resource_poll_interval=resource_poll_interval,
             checkpoint_interval=checkpoint_interval,
             checkpoint_path=checkpoint_path,

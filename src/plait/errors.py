@@ -12,7 +12,9 @@ The hierarchy::
         │                           a bad ``task_description``, a bad option (ValueError)
         ├── UnknownBackendError     ``backend="name"`` names no attached backend (LookupError)
         ├── UnsupportedTaskError    the chosen backend cannot run this kind of task
+        │                           (NotImplementedError)
         ├── CommandError            an executable exited non-zero; ``exit_code``, ``stderr_tail``
+        │                           (RuntimeError; the message is the stderr tail)
         ├── TaskTimeoutError        the task ran longer than its ``timeout`` (TimeoutError)
         ├── ReplyFormatError        a model's reply was not in the format asked for (ValueError)
         ├── OutputFileMissingError  a declared ``OutputFile`` was not produced
@@ -28,6 +30,7 @@ An error that wraps another keeps it as ``__cause__``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "BackendError",
@@ -137,15 +140,21 @@ class UnknownBackendError(TaskError, LookupError):
     """``backend="name"`` on a task names no backend attached to the engine."""
 
 
-class UnsupportedTaskError(TaskError):
+class UnsupportedTaskError(TaskError, NotImplementedError):
     """The backend a task was routed to cannot run that kind of task.
 
-    The message names the attached backends that can.
+    The message names the attached backends that can. Also a ``NotImplementedError``,
+    which is what radical.asyncflow raises there.
     """
 
 
-class CommandError(TaskError):
+class CommandError(TaskError, RuntimeError):
     """An executable task's command exited with a non-zero status.
+
+    As in radical.asyncflow (which raises ``RuntimeError(stderr)``), the message is the
+    tail of the command's standard error, and the error is a ``RuntimeError``; when the
+    command wrote nothing there, the message says how it exited. Either way a note
+    (shown in tracebacks) names the task, the status and the command.
 
     Attributes:
         command: the command as it was run.
@@ -163,15 +172,26 @@ class CommandError(TaskError):
         task_name: str | None = None,
     ) -> None:
         label = f"task {task_name!r} " if task_name else ""
-        detail = f":\n{stderr_tail}" if stderr_tail else " (no output on stderr)"
-        super().__init__(
-            f"{label}command exited with status {exit_code}: {command}{detail}",
-            task_uid=task_uid,
-            task_name=task_name,
-        )
+        status = f"{label}command exited with status {exit_code}: {command}"
+        message = stderr_tail or f"{status} (no output on stderr)"
+        super().__init__(message, task_uid=task_uid, task_name=task_name)
+        if stderr_tail:
+            self.add_note(status)
         self.command = command
         self.exit_code = exit_code
         self.stderr_tail = stderr_tail
+
+    def __reduce__(self) -> Any:
+        return (
+            _rebuild_command_error,
+            (self.command, self.exit_code, self.stderr_tail, self.task_uid, self.task_name),
+        )
+
+
+def _rebuild_command_error(
+    command: str, exit_code: int, stderr_tail: str, task_uid: str | None, task_name: str | None
+) -> CommandError:
+    return CommandError(command, exit_code, stderr_tail, task_uid=task_uid, task_name=task_name)
 
 
 class TaskTimeoutError(TaskError, TimeoutError):

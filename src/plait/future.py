@@ -17,17 +17,18 @@ and :func:`settle_cancelled`, which move ``state`` with :func:`~plait.states.can
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from plait.errors import BackendError
 from plait.states import TaskState, can_move
-from plait.task import TaskDescription
+from plait.task import TaskDescription, TaskKind
 
 if TYPE_CHECKING:
     from plait.backends.base import RemoteResult
     from plait.graph import Node
 
-__all__ = ["BlockFuture", "ClusterFuture", "PlaitFuture", "TaskFuture"]
+__all__ = ["BlockFuture", "ClusterFuture", "FinishedTask", "PlaitFuture", "TaskFuture"]
 
 
 class _Canceller(Protocol):
@@ -92,14 +93,83 @@ class PlaitFuture(asyncio.Future[Any]):
         return f"<{type(self).__name__} {self.uid} {self.name!r} {self._state.value}>"
 
 
+_OUTCOME_KEYS: dict[TaskKind, tuple[str, ...]] = {
+    TaskKind.FUNCTION: ("return_value", "exception"),
+    TaskKind.EXECUTABLE: ("stdout", "stderr", "exit_code", "exception"),
+    TaskKind.PROMPT: ("response", "exception"),
+    TaskKind.BLOCK: ("return_value", "exception"),
+}
+
+
+class FinishedTask(Mapping[str, Any]):
+    """``fut.task`` of a finished task: its description, plus how it ended.
+
+    Besides the description's keys and attributes, it has radical.asyncflow's result
+    keys: ``return_value`` (functions, blocks), ``response`` (prompts), ``stdout``,
+    ``stderr`` and ``exit_code`` (executables), and ``exception`` (None on success).
+    A successful command's ``stderr`` is ``""`` (plait keeps a command's stderr only
+    to report a failure) or, with ``capture_stdio``, the path of its stderr file.
+    The values are read from the future itself, so nothing is kept twice.
+    """
+
+    __slots__ = ("_desc", "_future")
+
+    def __init__(self, desc: TaskDescription, future: asyncio.Future[Any]) -> None:
+        self._desc = desc
+        self._future = future
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._desc, name)
+
+    def _outcome(self, key: str) -> Any:
+        fut, desc = self._future, self._desc
+        exc = None if fut.cancelled() else fut.exception()
+        if key == "exception":
+            return exc
+        value = fut.result() if exc is None and not fut.cancelled() else None
+        if key in ("return_value", "response", "stdout"):
+            return value
+        if key == "exit_code":
+            if fut.cancelled():
+                return None
+            return getattr(exc, "exit_code", 1) if exc is not None else 0
+        # stderr
+        if exc is not None:
+            return getattr(exc, "stderr_tail", str(exc))
+        if desc.options.capture_stdio and isinstance(value, str):
+            return value[: -len(".stdout")] + ".stderr" if value.endswith(".stdout") else ""
+        return ""
+
+    def __getitem__(self, key: str) -> Any:
+        if key in _OUTCOME_KEYS[self._desc.kind]:
+            return self._outcome(key)
+        return self._desc[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._desc
+        yield from _OUTCOME_KEYS[self._desc.kind]
+
+    def __len__(self) -> int:
+        return len(self._desc) + len(_OUTCOME_KEYS[self._desc.kind])
+
+    def __repr__(self) -> str:
+        return f"<FinishedTask {self._desc.uid} {self._desc.name!r}>"
+
+
 class TaskFuture(PlaitFuture):
     """The future of a function, executable or prompt task."""
 
     __slots__ = ()
 
     @property
-    def task(self) -> TaskDescription:
-        """The task's description (also readable as ``fut.task["uid"]`` and so on)."""
+    def task(self) -> TaskDescription | FinishedTask:
+        """The task's description (also readable as ``fut.task["uid"]`` and so on).
+
+        Once the task has finished, a :class:`FinishedTask`: the same, plus the result
+        keys radical.asyncflow's task dicts have (``return_value``, ``stdout``, ...).
+        """
+        if self.done():
+            return FinishedTask(self._desc, self)
         return self._desc
 
 
@@ -109,8 +179,13 @@ class BlockFuture(PlaitFuture):
     __slots__ = ()
 
     @property
-    def block(self) -> TaskDescription:
-        """The block's description (also readable as ``fut.block["uid"]`` and so on)."""
+    def block(self) -> TaskDescription | FinishedTask:
+        """The block's description (also readable as ``fut.block["uid"]`` and so on).
+
+        Once the block has finished, a :class:`FinishedTask` with ``return_value``.
+        """
+        if self.done():
+            return FinishedTask(self._desc, self)
         return self._desc
 
 

@@ -80,6 +80,11 @@ _OPTION_KEYS = OPTION_NAMES - {"backend", "capture_stdio", "service", "name"}
 """``task_description`` keys that set plait options (the rest are backend hints)."""
 
 
+def _failed(fut: asyncio.Future[Any]) -> bool:
+    """Whether ``fut`` has failed (finished with an exception, not cancelled)."""
+    return fut.done() and not fut.cancelled() and fut.exception() is not None
+
+
 class Scheduler:
     """Owns the unfinished nodes of one engine and moves them to completion.
 
@@ -294,20 +299,29 @@ class Scheduler:
     def _dependency_error(
         node: Node, failed: asyncio.Future[Any] | Node, exc: BaseException
     ) -> DependencyFailureError:
+        """The error of ``node`` whose input ``failed`` failed with ``exc``.
+
+        ``failed_dependencies`` names that input first, then every other input of the
+        node that had failed by then, as radical.asyncflow's error does.
+        """
         if isinstance(failed, Node):
-            name, uid = failed.desc.name, failed.desc.uid
-        else:
-            name = getattr(failed, "name", None) or type(failed).__name__
-            uid = getattr(failed, "uid", None) or hex(id(failed))
+            failed = failed.future
+        names, uids = [], []
+        for dep in (failed, *node.deps):
+            uid = getattr(dep, "uid", None) or hex(id(dep))
+            if uid in uids or not (dep is failed or _failed(dep)):
+                continue
+            names.append(getattr(dep, "name", None) or type(dep).__name__)
+            uids.append(uid)
         root = exc.root_cause if isinstance(exc, DependencyFailureError) else exc
         root = root if root is not None else exc
         desc = node.desc
         return DependencyFailureError(
-            f"Cannot execute {desc.name!r} ({desc.uid}) due to dependency failure: "
-            f"{name!r} ({uid}) failed with {type(root).__name__}: {root}",
-            [name],
+            f"Cannot execute '{desc.name}' due to dependency failure: {names[0]!r} "
+            f"({uids[0]}) failed with {type(root).__name__}: {root} [task {desc.uid}]",
+            names,
             root,
-            failed_uids=[uid],
+            failed_uids=uids,
             task_uid=desc.uid,
             task_name=desc.name,
         )

@@ -1,15 +1,22 @@
-"""SIGINT/SIGTERM handling for an engine running on the main thread.
+"""SIGINT/SIGTERM/SIGHUP handling for an engine running on the main thread.
 
 The first signal asks the engine for a graceful shutdown (cancel what is unfinished,
-kill running commands, shut the backends down). A second SIGINT while that is under
-way aborts at once with ``KeyboardInterrupt``. At shutdown the handlers that were
-installed before are put back, so Ctrl-C works as before once the engine is gone.
+kill running commands, shut the backends down); SIGHUP counts as SIGTERM, as in
+radical.asyncflow. A second SIGINT while that is under way aborts at once with
+``KeyboardInterrupt``. At shutdown the handlers that were installed before are put
+back, so Ctrl-C works as before once the engine is gone.
+
+Engines may shut down in any order. One whose handler is no longer on top (a later
+engine installed its own over it) is *retired*: its handler stays in the later
+engine's chain but only passes signals on to what it had replaced, and when the later
+engine restores, it skips retired handlers and puts back the first live one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -20,7 +27,9 @@ __all__ = ["SignalHandlers"]
 
 logger = logging.getLogger(__name__)
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class SignalHandlers:
@@ -36,6 +45,7 @@ class SignalHandlers:
         self._on_signal = on_signal
         self._previous: dict[int, Any] = {}
         self._received = False
+        self._retired: dict[int, Any] | None = None  # what to pass signals on to
 
     def install(self) -> bool:
         """Install the handlers; False (and nothing done) off the main thread."""
@@ -49,6 +59,9 @@ class SignalHandlers:
         return bool(self._previous)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._retired is not None:
+            _pass_on(self._retired.get(signum, signal.SIG_DFL), signum, frame)
+            return
         if self._received:
             if signum == signal.SIGINT:
                 self.restore()
@@ -66,11 +79,37 @@ class SignalHandlers:
                 raise KeyboardInterrupt from None
 
     def restore(self) -> None:
-        """Put back the handlers found at :meth:`install` where ours are still in place."""
+        """Put back the handlers found at :meth:`install`, or retire ours where it is covered."""
         previous, self._previous = self._previous, {}
+        covered: dict[int, Any] = {}
         for sig, handler in previous.items():
             try:
                 if signal.getsignal(sig) == self._handle:
-                    signal.signal(sig, handler)
+                    signal.signal(sig, _live(sig, handler))
+                else:
+                    covered[sig] = handler
             except (ValueError, OSError):
                 logger.debug("cannot restore the handler for %s", sig)
+        if covered:
+            self._retired = covered
+
+
+def _live(sig: int, handler: Any) -> Any:
+    """``handler``, or, if it is a retired engine's, the first live one down its chain."""
+    while True:
+        owner = getattr(handler, "__self__", None)
+        if not isinstance(owner, SignalHandlers) or owner._retired is None:
+            return handler
+        handler = owner._retired.get(sig, signal.SIG_DFL)
+
+
+def _pass_on(handler: Any, signum: int, frame: FrameType | None) -> None:
+    """Do what ``handler`` would have done with the signal."""
+    handler = _live(signum, handler)
+    if callable(handler):
+        handler(signum, frame)
+    elif handler == signal.SIG_DFL:
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        signal.signal(signum, signal.SIG_DFL)  # die of it, as with no handler at all
+        os.kill(os.getpid(), signum)

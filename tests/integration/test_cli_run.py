@@ -22,7 +22,7 @@ def test_run_records_telemetry_and_writes_a_report(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "combined 8 samples" in done.stdout  # the script ran as with python
     (jsonl,) = (tmp_path / "tel").glob("plait.session.*.jsonl")
-    assert '"event":"completed"' in jsonl.read_text().replace(" ", "")
+    assert '"event_type":"TaskCompleted"' in jsonl.read_text().replace(" ", "")
     html = (tmp_path / "report.html").read_text()
     assert 'id="gantt"' in html and "25 tasks" in html
     assert "\x1b[" not in done.stdout  # piped: the progress display stayed silent

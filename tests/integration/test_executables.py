@@ -77,7 +77,8 @@ async def test_nonzero_exit_fails_with_exit_code_and_stderr_tail(flow):
     assert err.exit_code == 7
     assert err.stderr_tail.splitlines()[-1] == "line50"
     assert "line1\n" not in err.stderr_tail  # a tail, not the whole stream
-    assert "status 7" in str(err) and "line50" in str(err)
+    assert str(err) == err.stderr_tail  # the message is the tail, as the reference's
+    assert "status 7" in err.__notes__[0] and "exit 7" in err.__notes__[0]
 
 
 async def test_missing_program_with_shell_false_fails_only_that_task(flow):

@@ -109,7 +109,7 @@ def test_report_png_and_aggregated_timeline_for_large_runs(tmp_path):
 
 def test_report_rejects_files_that_are_not_checkpoints(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"type": "metric", "time": 1}\nnot json\n')
+    bad.write_text('{"section": "metric", "checkpoint_time": 1}\nnot json\n')
     done = subprocess.run(
         [sys.executable, "-m", "plait.cli", "report", str(bad)], capture_output=True, text=True
     )
@@ -121,6 +121,6 @@ def test_report_rejects_files_that_are_not_checkpoints(tmp_path):
     )
     assert missing.returncode == 2 and "No such file" in missing.stderr
     empty = tmp_path / "empty.jsonl"
-    empty.write_text('{"type": "metric", "time": 1}\n')
+    empty.write_text('{"section": "metric", "checkpoint_time": 1}\n')
     with pytest.raises(ValueError, match="no task events"):
         load(empty)

@@ -1,4 +1,7 @@
-"""SIGINT/SIGTERM on the main thread: graceful shutdown, handlers restored, second ^C aborts."""
+"""SIGINT/SIGTERM/SIGHUP on the main thread: graceful shutdown, handlers restored.
+
+A second ^C aborts; engines shut down in any order leave the original handlers.
+"""
 
 import os
 import signal
@@ -61,7 +64,7 @@ def gone(pid: int) -> bool:
     return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_shuts_down_gracefully_and_kills_commands(tmp_path, sig):
     proc, cmd_pid = start(tmp_path)
     proc.send_signal(sig)
@@ -155,3 +158,52 @@ def test_ctrl_c_still_works_after_the_loop_of_an_engine_never_shut_down_closed()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "KeyboardInterrupt as usual" in out.stdout, out.stderr
     assert "RuntimeError" not in out.stderr
+
+
+@pytest.mark.parametrize("order", ["first-created-first", "last-created-first"])
+def test_engines_shut_down_in_any_order_leave_the_original_handlers(order):
+    # Two engines on one loop; whichever shuts down first, afterwards SIGTERM must kill
+    # the script as it would with no engine at all (no dead handler swallowing it).
+    first, second = ("a", "b") if order == "first-created-first" else ("b", "a")
+    code = (
+        "import asyncio, os, signal, time\n"
+        "from plait import WorkflowEngine\n"
+        "async def main():\n"
+        "    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}\n"
+        "    a = await WorkflowEngine.create()\n"
+        "    b = await WorkflowEngine.create()\n"
+        f"    await {first}.shutdown()\n"
+        f"    await {second}.shutdown()\n"
+        "    now = {s: signal.getsignal(s) for s in before}\n"
+        "    print('restored', now == before, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n"
+        "    print('survived', flush=True)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert "restored True" in out.stdout, out.stderr
+    assert "survived" not in out.stdout
+    assert out.returncode == -signal.SIGTERM
+
+
+def test_a_retired_handler_passes_signals_on():
+    # Engine a shuts down while b's handler covers its own: a's handler is retired, and
+    # a SIGTERM that reaches it (through b's chain) still shuts b down gracefully.
+    code = (
+        "import asyncio, os, signal\n"
+        "from plait import WorkflowEngine\n"
+        "async def main():\n"
+        "    a = await WorkflowEngine.create()\n"
+        "    b = await WorkflowEngine.create()\n"
+        "    await a.shutdown()\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    for _ in range(100):\n"
+        "        if b.is_shut_down: break\n"
+        "        await asyncio.sleep(0.05)\n"
+        "    await b.shutdown()\n"
+        "    print('b shut down by the signal', b.is_shut_down, flush=True)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert "b shut down by the signal True" in out.stdout, out.stderr

@@ -42,7 +42,7 @@ async def run_small_workflow(flow):
     return result
 
 
-async def test_jsonl_checkpoint_has_events_metrics_and_spans_and_stops_at_shutdown(tmp_path):
+async def test_jsonl_checkpoint_is_in_rhapsody_schema_and_stops_at_shutdown(tmp_path):
     flow = await WorkflowEngine.create(work_dir=str(tmp_path), handle_signals=False)
     manager = await flow.start_telemetry(
         resource_poll_interval=0.05, checkpoint_path=str(tmp_path / "telemetry")
@@ -53,21 +53,44 @@ async def test_jsonl_checkpoint_has_events_metrics_and_spans_and_stops_at_shutdo
     path = tmp_path / "telemetry" / f"{flow.uid}.jsonl"
     assert manager.path == path
     lines = read_jsonl(path)
-    events = [line for line in lines if line["type"] == "event"]
-    metrics = [line for line in lines if line["type"] == "metric"]
-    spans = [line for line in lines if line["type"] == "span"]
-    names = {e["name"] for e in events}
-    assert {"compute", "show", "broken", "group", "wf-main"} <= names
-    failed = next(e for e in events if e["event"] == "failed")
-    assert failed["error_type"] == "CommandError" and failed["data"]["exit_code"] == 5
-    assert metrics and all(0 <= m["cpu_percent"] <= 100 * 64 for m in metrics)
-    assert all(m["process_rss_bytes"] > 0 for m in metrics)
-    by_name = {s["name"]: s for s in spans}
-    assert by_name["session"]["parent"] is None
-    assert by_name["show"]["parent"] == by_name["group"]["uid"]
-    assert by_name["group"]["parent"] == "wf-main"
-    assert by_name["wf-main"]["parent"] == flow.uid
-    assert by_name["broken"]["status"] == "error"
+    assert {line["section"] for line in lines} == {"event", "span", "metric"}
+    events = [line for line in lines if line["section"] == "event"]
+    spans = [line for line in lines if line["section"] == "span"]
+    (metric,) = [line for line in lines if line["section"] == "metric"]
+    for event in events:
+        assert event["session_id"] == flow.uid and event["name"] == event["event_type"]
+        assert len(event["event_id"]) == 32 and event["emit_time"] >= event["event_time"] - 1
+    assert events[0]["event_type"] == "SessionStarted"
+    assert events[-1]["event_type"] == "SessionEnded" and events[-1]["duration_seconds"] > 0.2
+    names = {e["attributes"].get("plait.name") for e in events if e["task_id"]}
+    assert names == {"compute", "show", "broken", "group"}
+    failed = next(e for e in events if e["event_type"] == "TaskFailed")
+    assert failed["error_type"] == "CommandError"
+    assert failed["attributes"]["plait.data"]["exit_code"] == 5
+    assert failed["attributes"]["executable"] == "exit 5"
+    show_done = next(
+        e
+        for e in events
+        if e["event_type"] == "TaskCompleted" and e["attributes"]["plait.name"] == "show"
+    )
+    assert show_done["attributes"]["task_type"] == "executable"
+    assert show_done["attributes"]["asyncflow.workflow_id"] != "wf-main"  # the block's uid
+    assert 0 < show_done["duration_seconds"] < 5
+    resources = [e for e in events if e["event_type"] == "ResourceUpdate"]
+    assert len(resources) >= 2 and all(0 <= e["cpu_percent"] <= 100 for e in resources)
+    assert all(e["node_id"] and e["attributes"]["plait.process_rss_bytes"] > 0 for e in resources)
+    by_task = {s["attributes"].get("plait.name", s["name"]): s for s in spans}
+    session, scope = by_task["session"], next(s for s in spans if s["name"] == "workflow")
+    assert session["parent_span_id"] is None
+    assert by_task["show"]["parent_span_id"] == by_task["group"]["span_id"]
+    assert by_task["group"]["parent_span_id"] == scope["span_id"]
+    assert scope["parent_span_id"] == session["span_id"]
+    assert by_task["broken"]["status_code"] == "ERROR"
+    assert {s["trace_id"] for s in spans} == {e["trace_id"] for e in events}  # one trace
+    # each event names the span of its task
+    assert show_done["span_id"] == by_task["show"]["span_id"]
+    assert metric["tasks_completed"] == 3 and metric["tasks_failed"] == 1  # blocks not counted
+    assert metric["tasks_submitted"] == 4 and metric["tasks_running"] == 0
     # stopped: nothing more is written after shutdown
     size = path.stat().st_size
     await asyncio.sleep(0.15)
@@ -86,7 +109,7 @@ async def test_checkpoint_interval_flushes_while_running(tmp_path):
 
     await work()
     await asyncio.sleep(0.2)
-    assert any(line["event"] == "completed" for line in read_jsonl(path) if line["type"] == "event")
+    assert any(line["event_type"] == "TaskCompleted" for line in read_jsonl(path))
     await flow.shutdown()
 
 
@@ -153,5 +176,12 @@ async def test_telemetry_sees_tasks_of_a_reference_style_backend(tmp_path):
 
     await work()
     await flow.shutdown()
-    kinds = [line["event"] for line in read_jsonl(path) if line["type"] == "event"]
-    assert kinds == ["created", "resolved", "queued", "submitted", "started", "completed"]
+    kinds = [line["event_type"] for line in read_jsonl(path) if line.get("task_id")]
+    assert kinds == [
+        "TaskCreated",
+        "asyncflow.TaskResolved",
+        "TaskQueued",
+        "TaskSubmitted",
+        "TaskStarted",
+        "TaskCompleted",
+    ]

@@ -56,13 +56,25 @@ class EventKind(StrEnum):
     CACHED = "cached"
     SCOPE_STARTED = "scope_started"
     SCOPE_FINISHED = "scope_finished"
+    CUSTOM = "custom"
+    RESOURCE = "resource"
+    SESSION_STARTED = "session_started"
+    SESSION_ENDED = "session_ended"
 
 
 Record = tuple[EventKind, "TaskDescription | str", float, Any]
-"""``(kind, description, time, info)``; for scope events the description is the scope id.
+"""``(kind, description, time, info)``.
 
-``info`` is the exception for ``failed`` and ``retried``, else ``None``.
+For task events the description is the task's; ``info`` is the exception for
+``failed`` and ``retried``, else ``None``. The other kinds have a string in its place:
+the workflow id for scope events; the event type for ``custom`` (``info``: the event
+object given to ``TelemetryManager.emit``); the host for ``resource`` (``info``: the
+sample's fields); the session id for ``session_*`` (``info``: the duration, on end).
 """
+
+_NOT_TASK_EVENTS = frozenset(
+    {EventKind.RESOURCE, EventKind.SESSION_STARTED, EventKind.SESSION_ENDED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +112,11 @@ class TaskEvent:
 
     @classmethod
     def from_record(cls, record: Record, default_backend: str | None) -> TaskEvent:
-        """Build the typed event of a raw record."""
+        """Build the typed event of a raw record (see :func:`task_event_view`)."""
         kind, desc, when, info = record
         if isinstance(desc, str):
+            if kind is EventKind.CUSTOM:
+                return cls._custom(info, when)
             return cls(kind, desc, desc, None, None, desc, None, when)
         backend = None
         if desc.kind is not TaskKind.BLOCK:
@@ -123,6 +137,27 @@ class TaskEvent:
             error,
             details(desc, kind, info),
             desc.depends_on if kind is EventKind.CREATED else (),
+        )
+
+    @classmethod
+    def _custom(cls, event: Any, when: float) -> TaskEvent:
+        """A custom event given to ``TelemetryManager.emit``; its own fields in ``data``."""
+        attributes = getattr(event, "attributes", None) or {}
+        own = {
+            f: getattr(event, f)
+            for f in getattr(event, "__dataclass_fields__", {})
+            if f not in _BASE_FIELD_NAMES
+        }
+        return cls(
+            EventKind.CUSTOM,
+            getattr(event, "task_id", None) or event.event_type,
+            event.event_type,
+            None,
+            getattr(event, "backend", None),
+            attributes.get("asyncflow.workflow_id"),
+            None,
+            when,
+            data=own or None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,8 +201,24 @@ def details(desc: TaskDescription, kind: EventKind, info: Any) -> dict[str, Any]
     return data or None
 
 
+_BASE_FIELD_NAMES = frozenset(
+    {
+        "event_id",
+        "event_type",
+        "event_time",
+        "emit_time",
+        "session_id",
+        "backend",
+        "task_id",
+        "node_id",
+        "attributes",
+    }
+)
+
 Sink = Callable[[Record], None]
-Subscriber = Callable[[TaskEvent], None]
+Subscriber = Callable[[Any], None]
+View = Callable[[Record], Any]
+"""Turns a record into what one kind of subscriber gets; None: nothing for this record."""
 
 
 class EventBus:
@@ -185,8 +236,9 @@ class EventBus:
         self.default_backend = default_backend
         self._on_change = on_change
         self._sinks: tuple[Sink, ...] = ()
-        self._subscribers: tuple[Subscriber, ...] = ()
+        self._subscribers: tuple[tuple[Subscriber, View], ...] = ()
         self._trusted = False
+        self._task_events: View = self.task_event
 
     def add_sink(self, sink: Sink, *, trusted: bool = False) -> Callable[[], None]:
         """Deliver raw records to ``sink``; return a function that removes it.
@@ -199,20 +251,34 @@ class EventBus:
         self._changed()
         return lambda: self._remove_sink(sink)
 
-    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Deliver :class:`TaskEvent` objects to ``subscriber``; return an unsubscribe."""
+    def task_event(self, record: Record) -> TaskEvent | None:
+        """The default view: a :class:`TaskEvent` (None for resource and session records)."""
+        if record[0] in _NOT_TASK_EVENTS:
+            return None
+        return TaskEvent.from_record(record, self.default_backend)
+
+    def subscribe(self, subscriber: Subscriber, view: View | None = None) -> Callable[[], None]:
+        """Deliver events to ``subscriber``; return a function that unsubscribes it.
+
+        Args:
+            subscriber: called with each event.
+            view: what an event is: :class:`TaskEvent` objects by default; subscribers
+                that share one view object share the events it builds (each is built
+                once per record, only while such a subscriber exists).
+        """
         if not callable(subscriber):
             raise TypeError(f"a subscriber must be callable, got {subscriber!r}")
-        self._subscribers = (*self._subscribers, subscriber)
+        entry = (subscriber, view or self._task_events)
+        self._subscribers = (*self._subscribers, entry)
         self._changed()
-        return lambda: self._remove_subscriber(subscriber)
+        return lambda: self._remove_subscriber(entry)
 
     def _remove_sink(self, sink: Sink) -> None:
         self._sinks = tuple(s for s in self._sinks if s is not sink)
         self._changed()
 
-    def _remove_subscriber(self, subscriber: Subscriber) -> None:
-        self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+    def _remove_subscriber(self, entry: tuple[Subscriber, View]) -> None:
+        self._subscribers = tuple(s for s in self._subscribers if s is not entry)
         self._changed()
 
     def _changed(self) -> None:
@@ -233,11 +299,18 @@ class EventBus:
             except Exception:
                 logger.exception("event sink %r failed and was removed", sink)
                 self._remove_sink(sink)
-        if self._subscribers:
-            event = TaskEvent.from_record(record, self.default_backend)
-            for subscriber in self._subscribers:
-                try:
+        if not self._subscribers:
+            return
+        made: dict[View, Any] = {}
+        for entry in self._subscribers:
+            subscriber, view = entry
+            try:
+                if view in made:
+                    event = made[view]
+                else:
+                    event = made[view] = view(record)
+                if event is not None:
                     subscriber(event)
-                except Exception:
-                    logger.exception("event subscriber %r failed and was removed", subscriber)
-                    self._remove_subscriber(subscriber)
+            except Exception:
+                logger.exception("event subscriber %r failed and was removed", subscriber)
+                self._remove_subscriber(entry)

@@ -26,11 +26,17 @@ def _default(obj: Any) -> str:
 
 
 if orjson is not None:
-    _OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+    _OPTIONS = orjson.OPT_APPEND_NEWLINE
+    # Non-string keys (in a user's custom event, say) cost orjson twice the time for
+    # every line; they are allowed only on a second try.
+    _ANY_KEYS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 
     def line(obj: Any) -> bytes:
         """``obj`` as one JSON line (bytes, newline included); unknown types as ``str``."""
-        encoded: bytes = orjson.dumps(obj, default=_default, option=_OPTIONS)
+        try:
+            encoded: bytes = orjson.dumps(obj, default=_default, option=_OPTIONS)
+        except TypeError:
+            encoded = orjson.dumps(obj, default=_default, option=_ANY_KEYS)
         return encoded
 
 else:
@@ -38,3 +44,16 @@ else:
     def line(obj: Any) -> bytes:
         """``obj`` as one JSON line (bytes, newline included); unknown types as ``str``."""
         return (json.dumps(obj, default=_default) + "\n").encode()
+
+
+def spliced(head: dict[str, Any], fragment: bytes) -> bytes:
+    """The JSON line of ``head`` with more members added: ``fragment``, already encoded.
+
+    ``fragment`` is the inside of an object (``"a":1,"b":2``), as :func:`fragment` makes.
+    """
+    return line(head)[:-2] + b"," + fragment + b"}\n"
+
+
+def fragment(obj: dict[str, Any]) -> bytes:
+    """The members of ``obj`` encoded, without the braces, for :func:`spliced`."""
+    return line(obj)[1:-2]

@@ -3,36 +3,43 @@
 The manager adds one sink to the engine's event bus that appends each raw record to a
 list — the only work done on the hot path. Every ``checkpoint_interval`` seconds (5 s
 when not set), when the list grows large, and at :meth:`TelemetryManager.stop`, a
-flush in a worker thread turns the new records into JSONL lines (events, resource
-samples and spans) appended to the checkpoint file, and into OpenTelemetry spans and
-metrics with the events' own timestamps.
+flush in a worker thread turns the new records into JSONL lines, and into
+OpenTelemetry spans and metrics with the events' own timestamps.
 
-The JSONL file has one object per line, each with a ``type``:
+It has the surface of the RHAPSODY manager radical.asyncflow returns (``subscribe``,
+``emit``, ``session_id``, ``summary``, ``stop``), and the checkpoint is in RHAPSODY's
+schema (see :mod:`plait.telemetry.schema`), one object per line, each with a
+``section``:
 
-* ``"event"`` — a :class:`~plait.telemetry.events.TaskEvent` as a dict;
-* ``"metric"`` — a resource sample: CPU and memory of the node and the process, GPUs
-  when ``pynvml`` can see any;
-* ``"span"`` — one finished task, block or workflow scope: uid, name, kind, parent,
-  start, end, status (with OpenTelemetry or without).
+* ``"event"`` — a lifecycle event (``TaskCreated`` ... ``TaskCompleted``), a resource
+  sample (``ResourceUpdate``), ``SessionStarted``/``SessionEnded``, or a custom event
+  given to :meth:`TelemetryManager.emit`, each with the ``trace_id``/``span_id`` of its
+  span;
+* ``"span"`` — one finished task, block, workflow scope or the session;
+* ``"metric"`` — at the end, the run's counters (``tasks_completed``, ...).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
+import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from plait.task import TaskKind
-from plait.telemetry.events import EventKind, Record, TaskEvent, details
+from plait.telemetry.events import EventKind, Record
 from plait.telemetry.jsonl import line
+from plait.telemetry.schema import RhapsodyView
 from plait.telemetry.spans import SpanBuilder
 
 if TYPE_CHECKING:
-    from plait.engine import WorkflowEngine
+    from plait.telemetry.events import EventBus
 
 __all__ = ["TelemetryManager"]
 
@@ -42,7 +49,7 @@ DEFAULT_FLUSH_INTERVAL = 5.0
 FLUSH_AT_RECORDS = 200_000
 SIZE_CHECK_INTERVAL = 0.5
 WRITE_CHUNK = 1_000
-_FINAL = frozenset({EventKind.COMPLETED, EventKind.FAILED})
+_ENDED = frozenset({EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED})
 
 
 def _open_for_append(path: Path) -> IO[bytes]:
@@ -50,27 +57,69 @@ def _open_for_append(path: Path) -> IO[bytes]:
     return open(path, "ab", buffering=1 << 16)
 
 
-def _sample_resources() -> dict[str, Any]:
-    import psutil
+class _Sampler:
+    """Resource samples of this node, in the fields of RHAPSODY's ``ResourceUpdate``.
 
-    vm = psutil.virtual_memory()
-    proc = psutil.Process()
-    sample: dict[str, Any] = {
-        "type": "metric",
-        "time": time.time(),
-        "cpu_percent": psutil.cpu_percent(interval=None),
-        "memory_percent": vm.percent,
-        "memory_used_bytes": vm.used,
-        "process_rss_bytes": proc.memory_info().rss,
-        "process_cpu_percent": proc.cpu_percent(interval=None),
-    }
-    gpus = _sample_gpus()
-    if gpus:
-        sample["gpus"] = gpus
-    return sample
+    Disk and network figures are bytes since the previous sample; plait's own extras
+    (the process's memory and CPU, the node's memory in bytes) are in ``attributes``.
+    """
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._process = psutil.Process()
+        self._io = self._counters()
+        psutil.cpu_percent(interval=None)  # primes the CPU counters
+        self._process.cpu_percent(interval=None)
+
+    def _counters(self) -> tuple[float, float, float, float]:
+        disk = self._psutil.disk_io_counters()
+        net = self._psutil.net_io_counters()
+        return (
+            float(disk.read_bytes) if disk else 0.0,
+            float(disk.write_bytes) if disk else 0.0,
+            float(net.bytes_sent) if net else 0.0,
+            float(net.bytes_recv) if net else 0.0,
+        )
+
+    def sample(self) -> list[dict[str, Any]]:
+        """One node sample, then one per GPU that ``pynvml`` can see."""
+        psutil = self._psutil
+        vm = psutil.virtual_memory()
+        now = self._counters()
+        deltas = [max(0.0, b - a) for a, b in zip(self._io, now, strict=True)]
+        self._io = now
+        gpus = _sample_gpus()
+        node: dict[str, Any] = {
+            "cpu_percent": psutil.cpu_percent(interval=None),
+            "memory_percent": vm.percent,
+            "gpu_percent": max((g[1] for g in gpus), default=None),
+            "gpu_id": None,
+            "disk_read_bytes": deltas[0],
+            "disk_write_bytes": deltas[1],
+            "net_sent_bytes": deltas[2],
+            "net_recv_bytes": deltas[3],
+            "attributes": {
+                "plait.memory_used_bytes": vm.used,
+                "plait.process_rss_bytes": self._process.memory_info().rss,
+                "plait.process_cpu_percent": self._process.cpu_percent(interval=None),
+            },
+        }
+        samples = [node]
+        for index, utilization, used in gpus:
+            samples.append(
+                {
+                    "gpu_percent": utilization,
+                    "gpu_id": index,
+                    "attributes": {"plait.gpu_memory_used_bytes": used},
+                }
+            )
+        return samples
 
 
-def _sample_gpus() -> list[dict[str, Any]]:
+def _sample_gpus() -> list[tuple[int, float, int]]:
+    """``(index, utilization %, memory used)`` of each NVIDIA GPU; none without pynvml."""
     try:
         import pynvml  # type: ignore[import-not-found]
 
@@ -82,61 +131,77 @@ def _sample_gpus() -> list[dict[str, Any]]:
         handle = pynvml.nvmlDeviceGetHandleByIndex(i)
         util = pynvml.nvmlDeviceGetUtilizationRates(handle)
         mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-        out.append({"index": i, "utilization_percent": util.gpu, "memory_used_bytes": mem.used})
+        out.append((i, float(util.gpu), int(mem.used)))
     return out
 
 
-def encode_events(records: list[Record], default_backend: str) -> list[bytes]:
-    """The JSONL lines of ``records``: each ``TaskEvent.to_dict()`` with ``type: event``."""
-    lines = []
-    for kind, desc, when, info in records:
-        if isinstance(desc, str):  # a workflow scope
-            event: dict[str, Any] = {
-                "type": "event",
-                "event": kind.value,
-                "uid": desc,
-                "name": desc,
-                "task_kind": None,
-                "backend": None,
-                "workflow_id": desc,
-                "parent": None,
-                "time": when,
-            }
-        else:
-            block = desc.kind is TaskKind.BLOCK
-            event = {
-                "type": "event",
-                "event": kind.value,
-                "uid": desc.uid,
-                "name": desc.name,
-                "task_kind": desc.kind.value,
-                "backend": None if block else (desc.options.backend or default_backend),
-                "workflow_id": desc.workflow_id,
-                "parent": desc.parent,
-                "time": when,
-            }
-            if kind is EventKind.CREATED and desc.depends_on:
-                event["depends_on"] = list(desc.depends_on)
-            if info is not None:
-                event["error_type"] = type(info).__name__
-                event["error"] = str(info)
-            if kind in _FINAL:
-                data = details(desc, kind, info)
-                if data:
-                    event["data"] = data
-        lines.append(line(event))
-    return lines
+class Tally:
+    """The run's counts and task durations, from records in order (what ``summary`` says).
+
+    Blocks are not counted: they run on no backend.
+    """
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(("submitted", "started", "completed", "failed", "canceled"), 0)
+        self._starts: dict[str, float] = {}
+        self.timed = 0  # tasks whose start and end were both seen
+        self.total = 0.0
+        self.shortest = float("inf")
+        self.longest = 0.0
+        self.last_resource: dict[str, dict[str, Any]] = {}
+
+    def add(self, records: list[Record]) -> None:
+        counts, starts = self.counts, self._starts
+        for kind, desc, when, info in records:
+            if isinstance(desc, str):
+                if kind is EventKind.RESOURCE and info.get("gpu_id") is None:
+                    self.last_resource[desc] = info
+                continue
+            if desc.kind is TaskKind.BLOCK:
+                continue
+            if kind is EventKind.SUBMITTED:
+                counts["submitted"] += 1
+            elif kind is EventKind.STARTED:
+                counts["started"] += 1
+                starts[desc.uid] = when
+            elif kind in _ENDED:
+                name = "canceled" if kind is EventKind.CANCELLED else kind.value
+                counts[name] += 1
+                started = starts.pop(desc.uid, None)
+                if started is not None:
+                    took = when - started
+                    self.timed += 1
+                    self.total += took
+                    self.shortest = min(self.shortest, took)
+                    self.longest = max(self.longest, took)
+            elif kind is EventKind.RETRIED:
+                starts.pop(desc.uid, None)
+
+    def copy(self) -> Tally:
+        other = Tally()
+        other.counts = dict(self.counts)
+        other._starts = dict(self._starts)
+        other.timed, other.total = self.timed, self.total
+        other.shortest, other.longest = self.shortest, self.longest
+        other.last_resource = dict(self.last_resource)
+        return other
+
+    @property
+    def running(self) -> int:
+        return len(self._starts)
 
 
 class TelemetryManager:
     """Telemetry of one engine; made by ``await flow.start_telemetry(...)``.
 
-    Args mirror radical.asyncflow's ``start_telemetry`` (see the engine's method).
+    Args mirror radical.asyncflow's ``start_telemetry`` (see the engine's method); the
+    manager is handed the engine's event bus and uid rather than the engine itself.
     """
 
     def __init__(
         self,
-        engine: WorkflowEngine,
+        bus: EventBus,
+        session_id: str,
         *,
         resource_poll_interval: float = 5.0,
         checkpoint_interval: float | None = None,
@@ -147,19 +212,29 @@ class TelemetryManager:
     ) -> None:
         if resource_poll_interval <= 0:
             raise ValueError("resource_poll_interval must be positive")
-        self._engine = engine
+        self._bus = bus
+        self._session_id = session_id
         self._poll = resource_poll_interval
         self._interval = checkpoint_interval or DEFAULT_FLUSH_INTERVAL
-        self.path = self._checkpoint_file(checkpoint_path, engine.uid)
+        self.path = self._checkpoint_file(checkpoint_path, session_id)
         self._records: list[Record] = []
-        self._metrics: list[dict[str, Any]] = []
-        self._spans = SpanBuilder(
-            engine.uid, engine.bus.default_backend, span_processors, metric_readers, resource
-        )
+        default = bus.default_backend
+        self._spans = SpanBuilder(session_id, default, span_processors, metric_readers, resource)
+        self._encoder = RhapsodyView(session_id, default)  # the flush's, in its thread
+        self._view: Callable[[Record], Any] | None = None  # the subscribers', made on demand
+        self._tally = Tally()
+        self._writing: list[Record] | None = None  # taken by a flush, not yet tallied
+        self._tally_lock = threading.Lock()
+        self._host = socket.gethostname()
         self._file: IO[bytes] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sampler: _Sampler | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._remove_sink: Callable[[], None] | None = None
+        self._unsubscribes: list[Callable[[], None]] = []
         self._flush_lock = asyncio.Lock()
+        self._started_at = time.time()
+        self._ended_at: float | None = None
+        self._running = False
         self._stopped = False
 
     @staticmethod
@@ -172,6 +247,11 @@ class TelemetryManager:
             return target
         target.mkdir(parents=True, exist_ok=True)  # a directory, as the reference takes
         return target / f"{uid}.jsonl"
+
+    @property
+    def session_id(self) -> str:
+        """The session id every event carries: the engine's uid."""
+        return self._session_id
 
     @property
     def tracer_provider(self) -> Any:
@@ -188,8 +268,12 @@ class TelemetryManager:
         if self.path is not None:
             self._file = _open_for_append(self.path)
         # The list's own append is the sink: the cheapest record the engine can make.
-        self._remove_sink = self._engine.bus.add_sink(self._records.append, trusted=True)
-        self._spawn(self._sample_loop())
+        self._remove_sink = self._bus.add_sink(self._records.append, trusted=True)
+        self._running = True
+        self._started_at = time.time()
+        self._bus.publish((EventKind.SESSION_STARTED, self._session_id, self._started_at, None))
+        self._sampler = await asyncio.to_thread(_Sampler)
+        self._spawn(self._sample_loop(self._sampler))
         self._spawn(self._flush_loop())
         self._spawn(self._size_watch())
 
@@ -205,19 +289,120 @@ class TelemetryManager:
             if len(self._records) >= FLUSH_AT_RECORDS:
                 await self.flush()
 
-    def subscribe(self, callback: Callable[[TaskEvent], None]) -> Callable[[], None]:
-        """Deliver every lifecycle event to ``callback``; returns an unsubscribe."""
-        return self._engine.subscribe(callback)
+    # -- the reference's surface ----------------------------------------------------------
 
-    async def _sample_loop(self) -> None:
-        await asyncio.to_thread(_sample_resources)  # primes psutil's CPU counters
+    def subscribe(self, callback: Callable[[Any], Any]) -> Callable[[], None]:
+        """Deliver every event, in RHAPSODY's shape, to ``callback``.
+
+        The events are those of :mod:`plait.telemetry.schema` (``event_type``,
+        ``task_id``, ``attributes``, ...), lifecycle, resource and custom alike. An
+        ``async def`` callback runs as a task of its own. A callback that raises is
+        logged and dropped. For plait's typed :class:`~plait.telemetry.events.TaskEvent`
+        objects, use ``flow.subscribe``.
+
+        Returns:
+            A function that unsubscribes the callback.
+        """
+        if self._view is None:
+            self._view = RhapsodyView(self._session_id, self._bus.default_backend).event
+        if inspect.iscoroutinefunction(callback):
+            coroutine_callback = callback
+
+            def deliver(event: Any) -> None:
+                self._spawn(coroutine_callback(event))
+
+            unsubscribe = self._bus.subscribe(deliver, self._view)
+        else:
+            unsubscribe = self._bus.subscribe(callback, self._view)
+        self._unsubscribes.append(unsubscribe)
+        return unsubscribe
+
+    def emit(self, event: Any) -> None:
+        """Publish a custom event to the subscribers and the checkpoint.
+
+        ``event`` is made with :func:`plait.telemetry.make_event` (or RHAPSODY's
+        ``make_event``) from a type made with ``define_event``. Ignored once the
+        manager has stopped, as RHAPSODY does.
+
+        Raises:
+            TypeError: ``event`` is not such an event (it has no ``event_type`` and
+                ``event_time``).
+        """
+        event_type = getattr(event, "event_type", None)
+        event_time = getattr(event, "event_time", None)
+        if not isinstance(event_type, str) or not isinstance(event_time, int | float):
+            raise TypeError(
+                f"emit() takes an event made with make_event(define_event(...), ...), got {event!r}"
+            )
+        if not self._running:
+            return
+        self._bus.publish((EventKind.CUSTOM, event_type, float(event_time), event))
+
+    def summary(self) -> dict[str, Any]:
+        """The run so far, as RHAPSODY's ``summary()`` gives it.
+
+        ``tasks``: counts of ``submitted``, ``completed``, ``failed``, ``canceled`` and
+        ``running`` tasks (blocks are not counted); ``duration``: ``total_seconds``,
+        ``mean_seconds``, ``min_seconds``, ``max_seconds`` of the tasks' run times
+        (started to end); ``duration_seconds``: the session's, once stopped (else 0.0);
+        ``resources``: the last sample of each node.
+        """
+        with self._tally_lock:
+            tally = self._tally.copy()
+            pending = list(self._writing or ())
+        tally.add(pending)
+        tally.add(self._records[:])
+        counts = tally.counts
+        duration: dict[str, float] = {}
+        if tally.timed:
+            duration = {
+                "total_seconds": round(tally.total, 6),
+                "mean_seconds": round(tally.total / tally.timed, 6),
+                "min_seconds": round(tally.shortest, 6),
+                "max_seconds": round(tally.longest, 6),
+            }
+        ended = self._ended_at
+        resources = {}
+        for host, sample in tally.last_resource.items():
+            fields = {k: v for k, v in sample.items() if k not in ("attributes", "gpu_id")}
+            resources[f"{self._bus.default_backend}/{host}"] = {
+                "backend": self._bus.default_backend,
+                "node_id": host,
+                **fields,
+            }
+        return {
+            "session_id": self._session_id,
+            "duration_seconds": round(ended - self._started_at, 6) if ended else 0.0,
+            "tasks": {
+                "submitted": counts["submitted"],
+                "completed": counts["completed"],
+                "failed": counts["failed"],
+                "canceled": counts["canceled"],
+                "running": tally.running,
+            },
+            "duration": duration,
+            "resources": resources,
+        }
+
+    # -- sampling and flushing ----------------------------------------------------------
+
+    async def _sample_loop(self, sampler: _Sampler) -> None:
         while True:
             await asyncio.sleep(self._poll)
-            try:
-                self._metrics.append(await asyncio.to_thread(_sample_resources))
-            except Exception:
-                logger.exception("resource sampling failed; stopping it")
+            if not await self._sample(sampler):
                 return
+
+    async def _sample(self, sampler: _Sampler) -> bool:
+        """Publish one resource sample; False when sampling failed (and stops)."""
+        try:
+            samples = await asyncio.to_thread(sampler.sample)
+        except Exception:
+            logger.exception("resource sampling failed; stopping it")
+            return False
+        now = time.time()
+        for sample in samples:
+            self._bus.publish((EventKind.RESOURCE, self._host, now, sample))
+        return True
 
     async def _flush_loop(self) -> None:
         while True:
@@ -225,31 +410,58 @@ class TelemetryManager:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write the records and samples gathered so far; export their spans."""
+        """Write the records gathered so far; export their spans."""
         async with self._flush_lock:
             records = self._records[:]
             self._records.clear()  # the same list: the engine appends to it directly
-            metrics, self._metrics = self._metrics, []
-            if records or metrics:
-                await asyncio.to_thread(self._write, records, metrics)
+            if records:
+                with self._tally_lock:
+                    self._writing = records
+                await asyncio.to_thread(self._write, records)
 
-    def _write(self, records: list[Record], metrics: list[dict[str, Any]]) -> None:
+    def _write(self, records: list[Record]) -> None:
         # In chunks, so that the memory of one chunk's lines is reused by the next
         # instead of the whole flush being held at once.
-        default = self._engine.bus.default_backend
         out = self._file
+        encoder, spans = self._encoder, self._spans
+        encode, span_of, span, trace = encoder.line, spans.span_of, spans.add, spans.trace_hex
         for start in range(0, len(records), WRITE_CHUNK):
-            chunk = records[start : start + WRITE_CHUNK]
-            lines = encode_events(chunk, default)
-            for record in chunk:
-                span = self._spans.add(record)
-                if span is not None:
-                    lines.append(span)
+            lines = []
+            encoder.emit_time = time.time()  # when this chunk is written
+            for record in records[start : start + WRITE_CHUNK]:
+                encoded = encode(record, trace, span_of(record))
+                if encoded is not None:
+                    lines.append(encoded)
+                finished = span(record)
+                if finished is not None:
+                    lines.append(finished)
             if out is not None:
                 out.write(b"".join(lines))
         if out is not None:
-            out.write(b"".join(line(m) for m in metrics))
             out.flush()
+        with self._tally_lock:
+            self._tally.add(records)
+            self._writing = None
+
+    def _metric_line(self) -> bytes:
+        """The run's counters, as RHAPSODY's metric snapshot names them."""
+        tally = self._tally
+        snapshot: dict[str, Any] = {
+            "checkpoint_time": time.time(),
+            "tasks_submitted": tally.counts["submitted"],
+            "tasks_started": tally.counts["started"],
+            "tasks_running": tally.running,
+            "tasks_completed": tally.counts["completed"],
+            "tasks_failed": tally.counts["failed"],
+            "tasks_canceled": tally.counts["canceled"],
+            "task_duration_seconds_count": tally.timed,
+            "task_duration_seconds_sum": tally.total,
+        }
+        for sample in tally.last_resource.values():
+            snapshot["node_cpu_utilization"] = sample.get("cpu_percent")
+            snapshot["node_memory_utilization"] = sample.get("memory_percent")
+        snapshot["section"] = "metric"
+        return line(snapshot)
 
     async def stop(self) -> None:
         """Stop sampling, write everything left, close the file and the providers.
@@ -259,17 +471,24 @@ class TelemetryManager:
         if self._stopped:
             return
         self._stopped = True
-        for task in list(self._tasks):
+        sampler_tasks = list(self._tasks)
+        for task in sampler_tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*sampler_tasks, return_exceptions=True)
+        if self._sampler is not None:
+            await self._sample(self._sampler)  # the last state
+        self._ended_at = time.time()
+        duration = self._ended_at - self._started_at
+        self._bus.publish((EventKind.SESSION_ENDED, self._session_id, self._ended_at, duration))
+        self._running = False
         if self._remove_sink is not None:
             self._remove_sink()
-        try:
-            self._metrics.append(await asyncio.to_thread(_sample_resources))  # the last state
-        except Exception:
-            logger.exception("the final resource sample failed")
+        for unsubscribe in self._unsubscribes:
+            unsubscribe()
+        if self._tasks:  # async subscribers still running
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.flush()
-        closing = self._spans.close()
+        closing = self._spans.close() + self._metric_line()
         if self._file is not None:
             self._file.write(closing)
         await asyncio.to_thread(self._spans.shutdown)

@@ -66,10 +66,21 @@ class Run:
         return [t for t in self.tasks if t.status == "failed"]
 
 
+_STEPS = {
+    "TaskCreated": "created",
+    "asyncflow.TaskResolved": "resolved",
+    "TaskStarted": "started",
+    "TaskCompleted": "completed",
+    "TaskFailed": "failed",
+    "TaskCanceled": "cancelled",
+}
+
+
 def load(path: str | Path, *, blocks: bool = False) -> Run:
-    """Read a JSONL checkpoint written by ``start_telemetry``.
+    """Read a JSONL checkpoint in RHAPSODY's schema: plait's, or radical.asyncflow's.
 
     ``blocks`` keeps blocks among the tasks (the graph shows them; the charts do not).
+    Resource samples are the node-level ``ResourceUpdate`` events.
 
     Raises:
         ValueError: the file holds no task events (with the offending line, if any
@@ -77,45 +88,53 @@ def load(path: str | Path, *, blocks: bool = False) -> Run:
     """
     rows: dict[str, TaskRow] = {}
     metrics: list[dict[str, Any]] = []
-    skipped = () if blocks else ("block",)
     with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
+        for number, text in enumerate(f, 1):
+            if not text.strip():
                 continue
             try:
-                item = json.loads(line)
+                item = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{number}: not a JSON line: {exc}") from exc
-            kind = item.get("type")
-            if kind == "metric":
-                metrics.append(item)
-            elif kind == "event" and item.get("task_kind") not in (None, *skipped):
-                _apply(rows, item)
+            if not isinstance(item, dict) or item.get("section", "event") != "event":
+                continue
+            event_type = item.get("event_type")
+            if event_type == "ResourceUpdate" and item.get("gpu_id") is None:
+                metrics.append({**item, "time": item["event_time"]})
+            elif event_type in _STEPS and item.get("task_id"):
+                _apply(rows, item, _STEPS[event_type])
+    if not blocks:
+        rows = {uid: row for uid, row in rows.items() if row.kind != "block"}
     if not rows:
-        raise ValueError(f"{path} holds no task events: is it a plait telemetry checkpoint?")
+        raise ValueError(f"{path} holds no task events: is it a telemetry checkpoint?")
     tasks = sorted(rows.values(), key=lambda t: t.created or t.started or 0.0)
     origin = min(t.created or t.started or math.inf for t in tasks)
     return Run(tasks, metrics, origin)
 
 
-def _apply(rows: dict[str, TaskRow], item: dict[str, Any]) -> None:
-    uid = item["uid"]
+def _apply(rows: dict[str, TaskRow], item: dict[str, Any], step: str) -> None:
+    uid = item["task_id"]
+    attrs = item.get("attributes") or {}
     row = rows.get(uid)
     if row is None:
-        row = rows[uid] = TaskRow(uid, item["name"], item.get("task_kind") or "")
-    event, when = item["event"], item["time"]
-    if event == "created":
+        # plait names the task in plait.name; the reference's events only carry the
+        # function's name (or the command) as executable.
+        name = attrs.get("plait.name") or attrs.get("executable") or uid
+        kind = attrs.get("task_type") or uid.split(".", 1)[0]
+        row = rows[uid] = TaskRow(uid, str(name), str(kind))
+    when = item["event_time"]
+    if step == "created":
         row.created = when
-        row.depends_on = tuple(item.get("depends_on", ()))
-    elif event == "resolved":
+        row.depends_on = tuple(attrs.get("depends_on", ()))
+    elif step == "resolved":
         row.resolved = when
-    elif event == "started":
+    elif step == "started":
         row.started = when
-    elif event in ("completed", "failed", "cancelled"):
+    else:
         row.end = when
-        row.status = event
-        row.error_type = item.get("error_type")
-        row.error = item.get("error")
+        row.status = step
+        row.error_type = item.get("error_type") or attrs.get("error_type")
+        row.error = attrs.get("plait.error")
 
 
 def _pyplot() -> Any:

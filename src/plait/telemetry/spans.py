@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shlex
 import time
 from typing import TYPE_CHECKING, Any
@@ -41,10 +42,12 @@ logger = logging.getLogger(__name__)
 
 _TERMINAL = {EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED}
 _STATUS = {
-    EventKind.COMPLETED: "ok",
-    EventKind.FAILED: "error",
-    EventKind.CANCELLED: "cancelled",
+    EventKind.COMPLETED: "completed",
+    EventKind.FAILED: "failed",
+    EventKind.CANCELLED: "canceled",
 }
+_KIND_NAMES = {kind: kind.value for kind in TaskKind}
+_CODES = {EventKind.COMPLETED: "OK", EventKind.FAILED: "ERROR", EventKind.CANCELLED: "UNSET"}
 
 
 def _ns(seconds: float) -> int:
@@ -98,6 +101,10 @@ def _gen_ai(data: dict[str, Any]) -> dict[str, Any]:
 class SpanBuilder:
     """Turns events (in time order) into span records and OpenTelemetry spans.
 
+    Every span has its id from the moment its first event is seen, so that each event
+    line of the checkpoint names the span it belongs to (``trace_id``, ``span_id``) and
+    the OpenTelemetry spans carry the same ids.
+
     Args:
         session_uid: the engine's uid: the root span.
         default_backend: the default backend's name.
@@ -115,10 +122,14 @@ class SpanBuilder:
         self.session_uid = session_uid
         self.default_backend = default_backend
         self.session_start = time.time()
+        self.trace_id = random.getrandbits(128) or 1
+        self._trace_hex = hex(self.trace_id)
+        self._ids: dict[str, str] = {}  # span key (task uid, scope id) -> span id (hex)
+        self._session_hex = self._span_hex(session_uid)
         self._starts: dict[str, float] = {}  # task uid -> when its span starts
         self._scopes: dict[str, float] = {}  # open workflow scopes
         self._otel = _Otel.create(
-            session_uid, self.session_start, span_processors, metric_readers, resource
+            self, self.session_start, span_processors, metric_readers, resource
         )
 
     @property
@@ -128,6 +139,33 @@ class SpanBuilder:
     @property
     def meter_provider(self) -> Any:
         return self._otel.meter_provider if self._otel else None
+
+    def _span_hex(self, key: str) -> str:
+        found = self._ids.get(key)
+        if found is None:
+            found = self._ids[key] = hex(random.getrandbits(64) or 1)
+        return found
+
+    def _span_id(self, key: str) -> int:
+        return int(self._span_hex(key), 16)
+
+    @property
+    def trace_hex(self) -> str:
+        """The session's trace id, as RHAPSODY writes it (``hex()``)."""
+        return self._trace_hex
+
+    def span_of(self, record: Record) -> str:
+        """The id of the span an event belongs to, as RHAPSODY writes it.
+
+        Call it before :meth:`add` for the same record: a span's id is let go when its
+        last event has been added.
+        """
+        kind, desc, _, _ = record
+        if not isinstance(desc, str):
+            return self._span_hex(desc.uid)
+        if kind is EventKind.SCOPE_STARTED or kind is EventKind.SCOPE_FINISHED:
+            return self._span_hex(desc)
+        return self._session_hex
 
     def _parent(self, desc: TaskDescription) -> str:
         if desc.parent is not None:
@@ -139,16 +177,18 @@ class SpanBuilder:
     def add(self, record: Record) -> bytes | None:
         """Take one record (in time order); return a span's JSONL line when one ends."""
         kind, desc, when, info = record
-        if isinstance(desc, str):  # a workflow scope
+        if isinstance(desc, str):
             if kind is EventKind.SCOPE_STARTED:
                 self._scopes[desc] = when
                 if self._otel:
                     self._otel.open(desc, f"workflow {desc}", self.session_uid, when)
-                return None
-            start = self._scopes.pop(desc, when)
-            if self._otel:
-                self._otel.finish_scope(desc, when)
-            return self._line(desc, desc, "workflow", self.session_uid, start, when, "ok", None)
+            elif kind is EventKind.SCOPE_FINISHED:
+                start = self._scopes.pop(desc, when)
+                if self._otel:
+                    self._otel.finish_scope(desc, when)
+                attrs = {"asyncflow.workflow_id": desc}
+                return self._line(desc, "workflow", self.session_uid, start, when, "OK", attrs)
+            return None
         uid = desc.uid
         if kind is EventKind.CREATED:
             self._starts[uid] = when
@@ -162,34 +202,54 @@ class SpanBuilder:
             if self._otel:
                 event = TaskEvent.from_record(record, self.default_backend)
                 self._otel.finish(event, parent, start)
-            error = type(info).__name__ if isinstance(info, BaseException) else None
-            status = _STATUS[kind]
-            return self._line(uid, desc.name, desc.kind.value, parent, start, when, status, error)
+            block = desc.kind is TaskKind.BLOCK
+            attrs = {
+                "session_id": self.session_uid,
+                "backend": self.default_backend
+                if block
+                else desc.options.backend or self.default_backend,
+                "task_id": uid,
+                "status": _STATUS[kind],
+                "executable": desc.command or desc.name,
+                "task_type": _KIND_NAMES[desc.kind],
+                "plait.name": desc.name,
+            }
+            if desc.workflow_id is not None:
+                attrs["asyncflow.workflow_id"] = desc.workflow_id
+            if isinstance(info, BaseException):
+                attrs["error_type"] = type(info).__name__
+            name = "block" if block else "task"
+            return self._line(uid, name, parent, start, when, _CODES[kind], attrs)
         return None
 
-    @staticmethod
     def _line(
-        uid: str,
+        self,
+        key: str,
         name: str,
-        kind: str,
         parent: str | None,
         start: float,
         end: float,
-        status: str,
-        error_type: str | None,
+        status_code: str,
+        attributes: dict[str, Any],
     ) -> bytes:
+        """A finished span as RHAPSODY writes it (``section: span``)."""
+        span = self._ids.pop(key, None) or self._span_hex(key)
+        start_ns, end_ns = _ns(start), _ns(end)
         record: dict[str, Any] = {
-            "type": "span",
-            "uid": uid,
             "name": name,
-            "kind": kind,
-            "parent": parent,
-            "start": start,
-            "end": end,
-            "status": status,
+            "span_id": span,
+            "trace_id": self._trace_hex,
+            "parent_span_id": self._span_hex(parent) if parent is not None else None,
+            "start_ns": start_ns,
+            "end_ns": end_ns,
+            "start_time_s": start,
+            "end_time_s": end,
+            "duration_ms": round((end_ns - start_ns) / 1e6, 3),
+            "status_code": status_code,
+            "status_description": None,
+            "attributes": attributes,
+            "section": "span",
         }
-        if error_type:
-            record["error_type"] = error_type
         return line(record)
 
     def close(self) -> bytes:
@@ -197,8 +257,8 @@ class SpanBuilder:
         now = time.time()
         if self._otel:
             self._otel.close(now)
-        uid = self.session_uid
-        return self._line(uid, "session", "session", None, self.session_start, now, "ok", None)
+        attrs = {"session_id": self.session_uid, "backend": self.default_backend}
+        return self._line(self.session_uid, "session", None, self.session_start, now, "OK", attrs)
 
     def shutdown(self) -> None:
         """Flush and shut the OpenTelemetry providers down."""
@@ -206,12 +266,37 @@ class SpanBuilder:
             self._otel.shutdown()
 
 
+class _PresetIds:
+    """An OpenTelemetry id generator that hands out the span builder's own ids."""
+
+    def __init__(self, builder: SpanBuilder) -> None:
+        self._builder = builder
+        self.key = builder.session_uid  # whose span is started next
+
+    def generate_trace_id(self) -> int:
+        return self._builder.trace_id
+
+    def generate_span_id(self) -> int:
+        return self._builder._span_id(self.key)
+
+    def is_trace_id_random(self) -> bool:
+        return True  # drawn with random.getrandbits
+
+
 class _Otel:
     """The OpenTelemetry side: providers, open parent spans, instruments."""
 
-    def __init__(self, trace: Any, tracer_provider: Any, meter_provider: Any, session: str) -> None:
+    def __init__(
+        self,
+        trace: Any,
+        tracer_provider: Any,
+        meter_provider: Any,
+        session: str,
+        ids: _PresetIds,
+    ) -> None:
         self._trace = trace
         self._session = session
+        self._ids = ids
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self._tracer = tracer_provider.get_tracer("plait")
@@ -223,7 +308,7 @@ class _Otel:
     @classmethod
     def create(
         cls,
-        session_uid: str,
+        builder: SpanBuilder,
         start: float,
         span_processors: list[Any] | None,
         metric_readers: list[Any] | None,
@@ -245,11 +330,14 @@ class _Otel:
                 ) from exc
             return None
         resource = resource if resource is not None else Resource.create()
-        tracer_provider = TracerProvider(resource=resource)
+        session_uid = builder.session_uid
+        ids = _PresetIds(builder)
+        # Duck-typed: IdGenerator's methods, without importing the SDK at module level.
+        tracer_provider = TracerProvider(resource=resource, id_generator=ids)  # type: ignore[arg-type]
         for processor in span_processors or _env_processors():
             tracer_provider.add_span_processor(processor)
         meter_provider = MeterProvider(resource=resource, metric_readers=metric_readers or [])
-        otel = cls(trace, tracer_provider, meter_provider, session_uid)
+        otel = cls(trace, tracer_provider, meter_provider, session_uid, ids)
         otel._spans[session_uid] = otel._tracer.start_span(
             "plait.session",
             start_time=_ns(start),
@@ -262,6 +350,7 @@ class _Otel:
         return self._trace.set_span_in_context(span)
 
     def open(self, uid: str, name: str, parent: str, start: float) -> None:
+        self._ids.key = uid
         self._spans[uid] = self._tracer.start_span(
             name, context=self._context(parent), start_time=_ns(start)
         )
@@ -277,6 +366,7 @@ class _Otel:
 
         span = self._spans.pop(event.uid, None)
         if span is None:
+            self._ids.key = event.uid
             span = self._tracer.start_span(
                 event.name, context=self._context(parent), start_time=_ns(start)
             )
