@@ -478,8 +478,10 @@ class Scheduler:
     ) -> dict[int, Any] | None:
         """Give results kept by a backend to a dependent: where they lie, or fetched.
 
-        A pipelined node takes its inputs in flight; if one has not been handed over
-        yet, the node waits for all of them to finish instead.
+        A function on the backend that keeps them takes them where they lie; everything
+        else (another backend, a builder, a block) gets their values. A pipelined node
+        takes its inputs in flight; if one has not been handed over yet, the node waits
+        for all of them to finish instead.
         """
         if node.pipelined:
             assert backend is not None
@@ -488,11 +490,15 @@ class Scheduler:
                 return handles
             node.pipelined = False
             await self._inputs_finished(node)
+        # Only a function's body runs on the backend, where a result kept there can be
+        # read in place; a builder (executable, prompt) or a block body runs here, in
+        # the engine, and must see values.
+        keeper = backend if node.desc.kind is TaskKind.FUNCTION else None
         for dep in node.deps:
             if not isinstance(dep, ClusterFuture) or dep.done():
                 continue
             remote = dep.remote
-            if remote is not None and backend is not None and backend.accepts(remote):
+            if remote is not None and keeper is not None and keeper.accepts(remote):
                 replacements = replacements if replacements is not None else {}
                 replacements[id(dep)] = remote.handle
             else:
