@@ -4,7 +4,14 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test test-llm lint bench clean browser
+.PHONY: demo test test-llm lint bench clean browser slurm-up slurm-down
+
+# A single-node Slurm for tests/hpc and examples/slurm_pipeline.py (root only).
+slurm-up:
+	scripts/slurm-up
+
+slurm-down:
+	scripts/slurm-down
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +23,13 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) examples/pipeline.py
 
-# Lint, type-check and run the whole test suite.
+# Lint, type-check and run the whole test suite. On a root machine a single-node Slurm
+# is started for tests/hpc (and stopped at the end); elsewhere those tests are
+# deselected and pytest's summary says why.
 test: $(VENV)/.installed lint browser
-	$(PY) -m pytest
+	scripts/slurm-up
+	@if [ "$$(id -u)" = 0 ]; then export PLAIT_REQUIRE_HPC=1; fi; \
+	status=0; $(PY) -m pytest || status=$$?; scripts/slurm-down; exit $$status
 
 # Opt-in: prompt tasks against a real inference engine (llama-cpp-python's server with a
 # tiny model the test writes itself). Builds llama.cpp on first use: several minutes.

@@ -83,6 +83,63 @@ async def _finished(future: Any, distributed: Any) -> None:
         await distributed.wait(future)
 
 
+async def _owned_cluster(start: Callable[[], Any]) -> Any:
+    """Start a cluster this backend will own.
+
+    Its scheduler fails the task a lost worker was running at once (``allowed-failures``
+    0): plait's own retries decide what next, and tasks only queued there are submitted
+    again by :meth:`DaskExecutionBackend.run`.
+    """
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        return await start()
+
+
+_JOBQUEUE_CLUSTERS = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "lsf": "LSFCluster",
+    "sge": "SGECluster",
+    "htcondor": "HTCondorCluster",
+    "moab": "MoabCluster",
+    "oar": "OARCluster",
+}
+
+
+class _JobQueue:
+    """How to start an owned dask-jobqueue cluster, and how many jobs it gets."""
+
+    def __init__(
+        self,
+        system: str,
+        jobs: int | None,
+        adapt: tuple[int, int] | None,
+        options: dict[str, Any],
+    ) -> None:
+        self.system = system
+        self.jobs = jobs
+        self.adapt = adapt
+        self.options = options
+
+    async def start(self) -> Any:
+        try:
+            import dask_jobqueue
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"a {self.system} cluster", "hpc", "dask-jobqueue"
+            ) from exc
+        cls = getattr(dask_jobqueue, _JOBQUEUE_CLUSTERS[self.system])
+        options = dict(self.options)
+        scheduler = {"dashboard_address": ":0", **(options.pop("scheduler_options", None) or {})}
+        cluster = await cls(asynchronous=True, scheduler_options=scheduler, **options)
+        if self.adapt is not None:
+            cluster.adapt(minimum_jobs=self.adapt[0], maximum_jobs=self.adapt[1])
+        elif self.jobs:
+            cluster.scale(jobs=self.jobs)
+        return cluster
+
+
 def _unpickler(data: bytes) -> Callable[[], Awaitable[Any]]:
     """A fetch of a result that came along with its task's completion."""
 
@@ -153,6 +210,49 @@ class DaskExecutionBackend(ExecutionBackend):
         self.cluster: Any = None
         self._owned: list[Any] = []
         self._keys = itertools.count()
+        self._jobqueue: _JobQueue | None = None
+
+    @classmethod
+    def jobqueue(
+        cls,
+        system: str = "slurm",
+        *,
+        jobs: int | None = None,
+        adapt: tuple[int, int] | None = None,
+        name: str = "dask",
+        shares_filesystem: bool = True,
+        max_in_flight: int | None = None,
+        **job_options: Any,
+    ) -> DaskExecutionBackend:
+        """A backend whose workers are batch jobs, on a cluster this backend starts and owns.
+
+        The cluster is dask-jobqueue's (``pip install 'plait[hpc]'``): its scheduler runs
+        in this process and each worker is a job in the batch system's queue. At
+        shutdown the cluster is closed and its jobs are cancelled.
+
+        Args:
+            system: ``"slurm"``, ``"pbs"``, ``"lsf"``, ``"sge"``, ``"htcondor"``,
+                ``"moab"`` or ``"oar"``.
+            jobs: how many jobs to start at once (each runs ``processes`` workers).
+            adapt: ``(minimum, maximum)`` jobs: scale with the load instead, down to
+                ``minimum`` (0 is allowed) when idle.
+            name, shares_filesystem, max_in_flight: as for the constructor.
+            **job_options: dask-jobqueue's options for each job: ``cores``, ``memory``,
+                ``walltime``, ``queue``, ``account``, ``processes``, ``log_directory``,
+                ``job_extra_directives``, ``worker_extra_args``, ...
+
+        Raises:
+            ConfigurationError: an unknown system, or both ``jobs`` and ``adapt``.
+        """
+        if system not in _JOBQUEUE_CLUSTERS:
+            raise ConfigurationError(
+                f"unknown batch system {system!r}: use one of {', '.join(_JOBQUEUE_CLUSTERS)}"
+            )
+        if jobs is not None and adapt is not None:
+            raise ConfigurationError("give jobs= (a fixed number) or adapt=(min, max), not both")
+        backend = cls(name=name, shares_filesystem=shares_filesystem, max_in_flight=max_in_flight)
+        backend._jobqueue = _JobQueue(system, jobs, adapt, job_options)
+        return backend
 
     async def start(self) -> None:
         """Connect to (or start) the cluster."""
@@ -168,16 +268,16 @@ class DaskExecutionBackend(ExecutionBackend):
             await self._listen()
             return
         if target is None:
-            import dask
-
-            options = {k: v for k, v in self._cluster_options.items() if v is not None}
-            options.setdefault("host", "127.0.0.1")
-            options.setdefault("dashboard_address", ":0")  # a free port, never a clash
-            options.setdefault("processes", True)
-            # A lost worker fails the task it was running at once (plait's own retries
-            # decide what next); tasks only queued there are submitted again by run().
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-                self.cluster = await distributed.LocalCluster(asynchronous=True, **options)
+            if self._jobqueue is not None:
+                self.cluster = await _owned_cluster(self._jobqueue.start)
+            else:
+                options = {k: v for k, v in self._cluster_options.items() if v is not None}
+                options.setdefault("host", "127.0.0.1")
+                options.setdefault("dashboard_address", ":0")  # a free port, never a clash
+                options.setdefault("processes", True)
+                self.cluster = await _owned_cluster(
+                    lambda: distributed.LocalCluster(asynchronous=True, **options)
+                )
             self._owned.append(self.cluster)
             target = self.cluster
         elif not isinstance(target, str):
