@@ -2,9 +2,11 @@
 
 Usage::
 
-    python benchmarks/dask_bench.py
+    python benchmarks/dask_bench.py                   # a LocalCluster
+    python benchmarks/dask_bench.py --cluster slurm   # workers as Slurm jobs (scripts/slurm-up)
 
-One LocalCluster (2 worker processes x 2 threads, 127.0.0.1) serves every system in
+One cluster (2 workers x 2 threads: worker processes on 127.0.0.1, or two Slurm jobs of
+2 cores each from dask-jobqueue's SLURMCluster, W1 and W2 only) serves every system in
 turn; each system runs each workload ROUNDS times, interleaved with the others. The
 time per task is the median over the rounds; the overhead is the median of each
 round's ratio to plain Dask in that same round, so that the machine's drift between
@@ -15,9 +17,12 @@ alike.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import importlib.util
 import statistics
+import tempfile
 import time
 from typing import Any
 
@@ -84,8 +89,42 @@ async def on_engine(flow: Any, workload: str, n: int, bodies: tuple[Any, ...]) -
     return time.perf_counter() - start
 
 
-async def main() -> None:
+@contextlib.asynccontextmanager
+async def cluster_of(kind: str) -> Any:
+    """A client of 2 workers x 2 threads: worker processes here, or two Slurm jobs."""
     from distributed import Client, LocalCluster
+
+    if kind == "slurm":
+        from dask_jobqueue import SLURMCluster
+
+        logs = tempfile.mkdtemp(prefix="plait-bench-slurm-")  # job logs, not in the cwd
+        cluster = await SLURMCluster(
+            cores=2, processes=1, memory="2GB", walltime="01:00:00", queue="debug",
+            scheduler_options={"dashboard_address": ":0"}, asynchronous=True,
+            log_directory=logs,
+        )  # fmt: skip
+        cluster.scale(jobs=2)
+    else:
+        cluster = await LocalCluster(
+            n_workers=2, threads_per_worker=2, host="127.0.0.1", dashboard_address=":0",
+            asynchronous=True,
+        )  # fmt: skip
+    try:
+        async with Client(cluster, asynchronous=True) as client:
+            await client.wait_for_workers(2)
+            yield client
+    finally:
+        await cluster.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cluster", choices=["local", "slurm"], default="local")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    options = parser.parse_args()
+    sizes = dict(SIZES)
+    if options.cluster == "slurm":
+        del sizes["W3"]
 
     from plait import WorkflowEngine
     from plait.backends.dask import DaskExecutionBackend
@@ -97,12 +136,9 @@ async def main() -> None:
     if rhapsody:
         systems.append("asyncflow + RHAPSODY")
     results: dict[tuple[str, str], list[float]] = {}
-    async with LocalCluster(
-        n_workers=2, threads_per_worker=2, host="127.0.0.1", dashboard_address=":0",
-        asynchronous=True,
-    ) as cluster, Client(cluster, asynchronous=True) as client:  # fmt: skip
-        for _ in range(ROUNDS):
-            for workload, n in SIZES.items():
+    async with cluster_of(options.cluster) as client:
+        for _ in range(options.rounds):
+            for workload, n in sizes.items():
                 for system in systems:
                     if system == "plain Dask":
                         seconds = await plain(client, workload, n)
@@ -121,8 +157,9 @@ async def main() -> None:
                         seconds = await on_engine(flow, workload, n, bodies)
                         await flow.shutdown(skip_execution_backend=True)
                     results.setdefault((workload, system), []).append(seconds)
+    print(f"cluster: {options.cluster}, {options.rounds} rounds")
     print(f"{'load':<5}{'system':<22}{'size':>6}{'us/task':>10}{'vs plain':>10}")
-    for workload, n in SIZES.items():
+    for workload, n in sizes.items():
         tasks = n + 1 if workload == "W3" else n
         base = results[(workload, "plain Dask")]
         for system in systems:

@@ -1,10 +1,13 @@
 """The ``plait`` command.
 
-* ``plait run [--progress] [--telemetry DIR] [--report FILE] [--journal FILE] SCRIPT
-  [ARGS...]`` runs a workflow script unchanged, as ``python SCRIPT ARGS`` would, with
-  the live progress display, telemetry recorded into ``DIR`` and a run journal for
-  every engine it creates (through ``PLAIT_PROGRESS``, ``PLAIT_TELEMETRY_DIR`` and
-  ``PLAIT_JOURNAL``), and a report at the end;
+* ``plait run [--progress] [--telemetry DIR] [--report FILE] [--journal FILE]
+  [--backend SPEC [--backend-config FILE] [--cores N --memory M --walltime T --queue Q
+  --account A --jobs N --adapt MIN:MAX]] SCRIPT [ARGS...]`` runs a workflow script
+  unchanged, as ``python SCRIPT ARGS`` would, with the live progress display,
+  telemetry recorded into ``DIR``, a run journal and another default backend (a Dask
+  scheduler, a Slurm cluster: :mod:`plait.backends.spec`) for every engine it creates
+  (through ``PLAIT_PROGRESS``, ``PLAIT_TELEMETRY_DIR``, ``PLAIT_JOURNAL`` and
+  ``PLAIT_BACKEND``), and a report at the end;
 * ``plait report RUN.jsonl -o report.html`` writes a run's report
   (:mod:`plait.telemetry.report`);
 * ``plait graph RUN.jsonl -f mermaid|dot`` writes its DAG (:mod:`plait.telemetry.graph`).
@@ -16,6 +19,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from plait.logging import init_default_logger
 
@@ -55,6 +59,18 @@ def _run(args: argparse.Namespace) -> int:
         os.environ[ENV_TELEMETRY] = str(Path(telemetry).resolve())
     if args.journal:
         os.environ[ENV_JOURNAL] = str(Path(args.journal).resolve())
+    try:
+        chosen = _backend_choice(args)
+    except (OSError, ValueError) as exc:
+        print(f"plait run: {exc}", file=sys.stderr)
+        return 2
+    if chosen is not None:
+        import json
+
+        from plait.backends.spec import ENV_BACKEND, ENV_BACKEND_OPTIONS
+
+        os.environ[ENV_BACKEND], options = chosen
+        os.environ[ENV_BACKEND_OPTIONS] = json.dumps(options)
     sys.argv = [str(script), *args.args]
     sys.path.insert(0, str(script.resolve().parent))
     status = 0
@@ -75,6 +91,40 @@ def _run(args: argparse.Namespace) -> int:
         args.checkpoint, args.output = str(runs[-1]), args.report
         _report(args)
     return status
+
+
+_JOB_FLAGS = ("cores", "memory", "walltime", "queue", "account", "jobs")
+
+
+def _backend_choice(args: argparse.Namespace) -> tuple[str, dict[str, Any]] | None:
+    """``(spec, options)`` from ``--backend-config`` and the flags (the flags win)."""
+    options: dict[str, Any] = {}
+    spec = None
+    if args.backend_config:
+        import tomllib
+
+        with open(args.backend_config, "rb") as f:
+            try:
+                options = tomllib.load(f)
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"{args.backend_config}: {exc}") from exc
+        spec = options.pop("backend", None)
+    spec = args.backend or spec
+    flags = {name: getattr(args, name) for name in _JOB_FLAGS if getattr(args, name) is not None}
+    if args.adapt:
+        low, _, high = args.adapt.partition(":")
+        if not (low.isdigit() and high.isdigit()):
+            raise ValueError(f"--adapt takes MIN:MAX jobs, got {args.adapt!r}")
+        flags["adapt"] = [int(low), int(high)]
+    if spec is None:
+        if flags or options:
+            raise ValueError("job options need a backend: --backend slurm (or in the config)")
+        return None
+    from plait.backends.spec import make_backend
+
+    options.update(flags)
+    make_backend(spec, dict(options))  # checks the spec and options now, not in the script
+    return spec, options
 
 
 def _graph(args: argparse.Namespace) -> int:
@@ -105,6 +155,24 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--journal", metavar="FILE", help="keep a run journal: a re-run skips finished tasks"
     )
+    run.add_argument(
+        "--backend",
+        metavar="SPEC",
+        help="the default backend of every engine: local, dask, dask://HOST:PORT, "
+        "tls://HOST:PORT, slurm, pbs, lsf, ...",
+    )
+    run.add_argument(
+        "--backend-config",
+        metavar="FILE",
+        help="a TOML file: backend = 'slurm', cores, memory, walltime, queue, jobs, ...",
+    )
+    run.add_argument("--cores", type=int, help="cores of each batch job")
+    run.add_argument("--memory", help="memory of each batch job (e.g. 4GB)")
+    run.add_argument("--walltime", help="walltime of each batch job (HH:MM:SS)")
+    run.add_argument("--queue", help="the batch queue or partition")
+    run.add_argument("--account", help="the account to charge")
+    run.add_argument("--jobs", type=int, help="how many batch jobs to start")
+    run.add_argument("--adapt", metavar="MIN:MAX", help="scale between MIN and MAX jobs")
     run.add_argument("script", help="the Python script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
     run.set_defaults(handler=_run)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ from plait.backends.base import ExecutionBackend
 from plait.backends.compat import ReferenceBackend, is_reference_backend
 from plait.backends.local import LocalExecutionBackend
 from plait.backends.noop import NoopExecutionBackend
+from plait.backends.spec import backend_from_environment
 from plait.decorators import TaskDecorator
 from plait.errors import ConfigurationError, EngineShutdownError, PlaitError
 from plait.future import PlaitFuture
@@ -176,7 +178,9 @@ class WorkflowEngine(ReferenceHooks):
                 ``PLAIT_JOURNAL`` in the environment sets it for every engine.
 
         With ``PLAIT_TELEMETRY_DIR`` set in the environment (``plait run --telemetry``),
-        the engine starts telemetry with that directory as its checkpoint path.
+        the engine starts telemetry with that directory as its checkpoint path. With
+        ``PLAIT_BACKEND`` set (``plait run --backend``), the backend it names (see
+        :mod:`plait.backends.spec`) becomes the default, ahead of those given here.
 
         Raises:
             ConfigurationError: duplicate backend names, an empty list, or an object
@@ -200,14 +204,22 @@ class WorkflowEngine(ReferenceHooks):
         progress: Any,
         journal: str | os.PathLike[str] | None,
     ) -> WorkflowEngine:
+        chosen = None if dry_run else backend_from_environment()  # plait run --backend
         if backend is None:
             backends: list[Any] = [NoopExecutionBackend() if dry_run else LocalExecutionBackend()]
+            if chosen is not None:
+                backends = [chosen]
         elif isinstance(backend, list | tuple):
             backends = list(backend)
             if not backends:
                 raise ConfigurationError("backend=[] names no backend")
         else:
             backends = [backend]
+        if chosen is not None and backends[0] is not chosen:
+            # The default; the script's own backends serve the tasks that name them, so
+            # the chosen one steps aside from a name one of them has.
+            chosen.name = _free_name(chosen.name, {getattr(b, "name", None) for b in backends})
+            backends.insert(0, chosen)
         for b in backends:
             if isinstance(b, ExecutionBackend):
                 await b.ensure_started()
@@ -424,6 +436,13 @@ class WorkflowEngine(ReferenceHooks):
     def __repr__(self) -> str:
         state = "shut down" if self._closed else f"{len(self._scheduler.live)} unfinished"
         return f"<WorkflowEngine {self.uid} backends={list(self._backends)} {state}>"
+
+
+def _free_name(name: str, taken: set[Any]) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... whichever ``taken`` does not hold first."""
+    if name not in taken:
+        return name
+    return next(f"{name}-{i}" for i in itertools.count(2) if f"{name}-{i}" not in taken)
 
 
 class _Starting(Coroutine[Any, Any, WorkflowEngine]):

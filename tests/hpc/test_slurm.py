@@ -158,3 +158,55 @@ async def test_the_slurm_example_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "mean of 8 simulations" in done.stdout and "in Slurm jobs" in done.stdout
+
+
+LOCAL_SCRIPT = """
+import asyncio, os, subprocess
+from plait import WorkflowEngine
+
+async def main():
+    async with WorkflowEngine.create() as flow:       # written for the local backend
+
+        @flow.function_task
+        def where(i):
+            job = os.environ.get("SLURM_JOB_ID", "not-in-a-job")
+            limit = subprocess.run(["squeue", "-h", "-j", job, "-o", "%l"],
+                                   capture_output=True, text=True).stdout.strip()
+            return job, limit
+
+        @flow.executable_task
+        async def shell(found):
+            job, limit = found
+            return f"echo limit {limit} function in job {job}, command in job $SLURM_JOB_ID"
+
+        print(await shell(where(1)))
+
+asyncio.run(main())
+"""
+
+
+async def test_plait_run_sends_a_local_script_to_slurm(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(LOCAL_SCRIPT)
+    config = tmp_path / "hpc.toml"
+    config.write_text(
+        'backend = "slurm"\ncores = 1\nmemory = "1GB"\nprocesses = 1\nqueue = "debug"\n'
+        f'walltime = "00:30:00"\nlog_directory = "{tmp_path / "logs"}"\n'
+    )
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            *(sys.executable, "-m", "plait.cli", "run", "--backend-config", str(config)),
+            *("--walltime", "00:05:00", "--jobs", "1", str(script)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    words = done.stdout.split()
+    assert words[:2] == ["limit", "5:00"]  # --walltime won over the file's 00:30:00
+    function_job, command_job = words[5].rstrip(","), words[-1]
+    assert function_job.isdigit() and function_job == command_job  # both in the one job
+    (job_script,) = (tmp_path / "logs").glob("*.err") or [None]
+    assert job_script is not None  # the job wrote its log where the config said

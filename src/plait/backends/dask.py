@@ -165,7 +165,14 @@ class DaskExecutionBackend(ExecutionBackend):
             linked, not copied); True unless said otherwise.
         max_in_flight: the most tasks handed to the cluster at once (the rest wait in
             plait's queue, highest ``priority`` first); no limit by default.
+        security: a ``distributed.security.Security`` with the certificates of a TLS
+            cluster (``tls://`` addresses need one).
         **cluster_options: more ``LocalCluster`` options, when one is started.
+
+    Raises:
+        ConfigurationError: at start, when the scheduler cannot be reached or refuses
+            this client (a ``tls://`` address without ``security``, a certificate the
+            cluster does not trust).
     """
 
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.FUNCTION, TaskKind.EXECUTABLE})
@@ -181,9 +188,11 @@ class DaskExecutionBackend(ExecutionBackend):
         worker_resources: dict[str, float] | None = None,
         shares_filesystem: bool = True,
         max_in_flight: int | None = None,
+        security: Any = None,
         **cluster_options: Any,
     ) -> None:
         super().__init__(name)
+        self._security = security
         self._slots = PrioritySlots(max_in_flight) if max_in_flight else None
         # A task waiting in the cluster for its inputs would hold a slot they may need.
         self.pipelines = self._slots is None
@@ -282,7 +291,20 @@ class DaskExecutionBackend(ExecutionBackend):
             target = self.cluster
         elif not isinstance(target, str):
             self.cluster = target
-        self.client = await distributed.Client(target, asynchronous=True)
+        elif target.startswith("tls://") and self._security is None:
+            raise ConfigurationError(
+                f"the Dask scheduler at {target!r} speaks TLS: pass "
+                "security=distributed.security.Security(tls_ca_file=..., "
+                "tls_client_cert=..., tls_client_key=...)"
+            )
+        try:
+            self.client = await distributed.Client(
+                target, asynchronous=True, security=self._security
+            )
+        except Exception as exc:
+            raise ConfigurationError(
+                f"cannot connect to the Dask scheduler at {target!r}: {exc}"
+            ) from exc
         self._owned.insert(0, self.client)
         await self._listen()
 
