@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 SCRIPT = r"""
@@ -138,7 +139,21 @@ def test_second_sigint_aborts_a_slow_graceful_shutdown(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert time.monotonic() - started < 5
     assert "KeyboardInterrupt" in err
-    os.killpg(int(pidfile.read_text()), signal.SIGKILL)  # the abort left it behind
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = _alive(pid)
+    if alive:
+        os.killpg(pid, signal.SIGKILL)
+    assert not alive  # even an abort takes the command's group down with it
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_ctrl_c_still_works_after_the_loop_of_an_engine_never_shut_down_closed():
