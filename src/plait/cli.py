@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from plait.errors import PlaitError
 from plait.logging import init_default_logger
 
 __all__ = ["main"]
@@ -57,11 +58,14 @@ def _run(args: argparse.Namespace) -> int:
         os.environ[ENV_PROGRESS] = "1"
     if telemetry:
         os.environ[ENV_TELEMETRY] = str(Path(telemetry).resolve())
-    if args.journal:
-        os.environ[ENV_JOURNAL] = str(Path(args.journal).resolve())
     try:
+        if args.journal:
+            from plait.journal.store import check
+
+            check(Path(args.journal))  # refused before the script starts, not inside it
+            os.environ[ENV_JOURNAL] = str(Path(args.journal).resolve())
         chosen = _backend_choice(args)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, PlaitError) as exc:
         print(f"plait run: {exc}", file=sys.stderr)
         return 2
     if chosen is not None:

@@ -6,6 +6,8 @@ The hierarchy::
     ├── ConfigurationError          bad engine or backend set-up (ValueError)
     ├── EngineShutdownError         a task was called after ``shutdown()`` (RuntimeError)
     ├── MissingDependencyError      an optional extra is not installed (ImportError)
+    ├── JournalError                a run journal file cannot be used (not a plait journal,
+    │                               corrupt, a directory, another version)
     └── TaskError                   one task failed; carries ``task_uid`` / ``task_name``
         ├── DependencyFailureError  a dependency failed; ``root_cause`` is the original error
         ├── InvalidTaskError        bad input to one task: a builder returned no command,
@@ -20,7 +22,12 @@ The hierarchy::
         ├── OutputFileMissingError  a declared ``OutputFile`` was not produced
         ├── InputFileError          an ``InputFile`` could not be staged into the sandbox
         ├── FileClashError          two different files would share one name in a sandbox
+        ├── TaskExitError           a body raised ``SystemExit`` or ``KeyboardInterrupt``
+        ├── RemoteError             a worker process's exception that could not travel
+        │                           back as itself; keeps its type name, message, traceback
         └── BackendError            a backend failed to accept or report a task
+            └── WorkerLostError     the worker process (or Dask worker, or batch job)
+                                    running a task died under it; retried by ``retries``
 
 Errors that stand for bad input also derive from the matching built-in exception
 (``ValueError``, ``LookupError``, ...), so ``except ValueError`` keeps working.
@@ -41,14 +48,18 @@ __all__ = [
     "FileClashError",
     "InputFileError",
     "InvalidTaskError",
+    "JournalError",
     "MissingDependencyError",
     "OutputFileMissingError",
     "PlaitError",
+    "RemoteError",
     "ReplyFormatError",
     "TaskError",
+    "TaskExitError",
     "TaskTimeoutError",
     "UnknownBackendError",
     "UnsupportedTaskError",
+    "WorkerLostError",
 ]
 
 
@@ -80,6 +91,15 @@ class MissingDependencyError(PlaitError, ImportError):
             f"install it with `pip install 'plait[{extra}]'`"
         )
         self.extra = extra
+
+
+class JournalError(PlaitError):
+    """Raised by ``WorkflowEngine.create`` (or ``plait journal``) for a journal it cannot use.
+
+    The message names the file and what is wrong: not a SQLite file, a SQLite file of
+    something else (plait never writes to one), a directory, or a journal written by an
+    incompatible version of plait.
+    """
 
 
 class TaskError(PlaitError):
@@ -227,5 +247,61 @@ class FileClashError(TaskError, FileExistsError):
     """
 
 
+class TaskExitError(TaskError):
+    """A task's body (or builder) raised ``SystemExit`` or ``KeyboardInterrupt``.
+
+    A body cannot end the process or interrupt the engine: the task fails with this
+    error (the original is its ``__cause__``) and everything else runs on. A real
+    Ctrl-C goes through the engine's signal handling instead (see ``plait.signals``).
+    """
+
+
+class RemoteError(TaskError):
+    """An exception raised in a worker process that could not come back as itself.
+
+    For example an exception class whose ``__init__`` takes other arguments than the
+    ones it passes to ``Exception`` cannot be unpickled. This stand-in keeps what it
+    was: ``type_name`` (module and qualified name), ``message``, and
+    ``traceback_text``, also shown as a note under the traceback.
+    """
+
+    def __init__(
+        self,
+        type_name: str,
+        message: str,
+        traceback_text: str = "",
+        *,
+        task_uid: str | None = None,
+        task_name: str | None = None,
+    ) -> None:
+        super().__init__(f"{type_name}: {message}", task_uid=task_uid, task_name=task_name)
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text
+        if traceback_text:
+            self.add_note(f"Traceback in the worker process:\n{traceback_text.rstrip()}")
+
+    def __reduce__(self) -> Any:
+        return (
+            _rebuild_remote_error,
+            (self.type_name, self.message, self.traceback_text, self.task_uid, self.task_name),
+        )
+
+
+def _rebuild_remote_error(
+    type_name: str, message: str, text: str, task_uid: str | None, task_name: str | None
+) -> RemoteError:
+    return RemoteError(type_name, message, text, task_uid=task_uid, task_name=task_name)
+
+
 class BackendError(TaskError):
     """A backend raised while accepting a task or reported it in a form plait cannot read."""
+
+
+class WorkerLostError(BackendError):
+    """The process running a task died before the task finished.
+
+    A worker of the local backend's process pool (killed, out of memory, crashed), a
+    Dask worker, or the batch job it ran in. The task is tried again when its
+    ``retries`` allow; other tasks are not touched.
+    """

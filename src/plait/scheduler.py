@@ -41,6 +41,7 @@ from plait.errors import (
     DependencyFailureError,
     InvalidTaskError,
     TaskError,
+    TaskExitError,
     UnknownBackendError,
     UnsupportedTaskError,
 )
@@ -57,6 +58,7 @@ from plait.future import (
 )
 from plait.graph import Node, add_dependent, downstream, release
 from plait.journal import MISSING, Journal, task_key
+from plait.signals import Abort
 from plait.staging.files import DataFile
 from plait.staging.sandbox import Stager
 from plait.states import TaskState
@@ -78,6 +80,18 @@ _NO_KWARGS: dict[str, Any] = {}
 _FILE_TYPES = (DataFile,)
 _OPTION_KEYS = OPTION_NAMES - {"backend", "capture_stdio", "service", "name"}
 """``task_description`` keys that set plait options (the rest are backend hints)."""
+
+
+def _exit_error(desc: TaskDescription, exc: BaseException) -> TaskExitError:
+    """The failure of a task whose body raised ``SystemExit`` or ``KeyboardInterrupt``."""
+    error = TaskExitError(
+        f"task {desc.name!r} ({desc.uid}) raised {type(exc).__name__}({exc}): a task "
+        "cannot end the process or interrupt the engine, so only the task failed",
+        task_uid=desc.uid,
+        task_name=desc.name,
+    )
+    error.__cause__ = exc
+    return error
 
 
 def _failed(fut: asyncio.Future[Any]) -> bool:
@@ -373,6 +387,11 @@ class Scheduler:
         except Exception as exc:
             self.fail(node, exc)
             return
+        except (KeyboardInterrupt, SystemExit) as exc:
+            if isinstance(exc, Abort):  # a second Ctrl-C: the run ends here
+                raise
+            self.fail(node, _exit_error(node.desc, exc))
+            return
         self.succeed(node, value)
 
     async def _run_journaled(self, node: Node, backend: ExecutionBackend) -> Any:
@@ -384,8 +403,13 @@ class Scheduler:
         assert journal is not None
         value = self._journal_hit(node.desc, key)
         if value is MISSING:
-            value = await self._run_on(node, backend)
-            await journal.record(key, node.desc, value)
+            started = _now()
+            try:
+                value = await self._run_on(node, backend)
+            except Exception as exc:
+                journal.record_failure(key, node.desc, exc, started)
+                raise
+            await journal.record(key, node.desc, value, started)
         return value
 
     async def _run_on(self, node: Node, backend: ExecutionBackend) -> Any:

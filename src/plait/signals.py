@@ -23,13 +23,21 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-__all__ = ["SignalHandlers"]
+__all__ = ["Abort", "SignalHandlers"]
 
 logger = logging.getLogger(__name__)
 
 _SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
+
+
+class Abort(KeyboardInterrupt):
+    """The ``KeyboardInterrupt`` of a second Ctrl-C: the run is aborted at once.
+
+    Whatever code it lands in, it goes through: the engine turns a ``KeyboardInterrupt``
+    raised by a task's body into that task's failure, but never this one.
+    """
 
 
 class SignalHandlers:
@@ -65,7 +73,7 @@ class SignalHandlers:
         if self._received:
             if signum == signal.SIGINT:
                 self.restore()
-                raise KeyboardInterrupt
+                raise Abort
             return
         self._received = True
         try:

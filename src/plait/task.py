@@ -61,7 +61,8 @@ class TaskOptions:
         cwd: executables: the directory to run in.
         env: executables: variables added to (and overriding) the engine's environment.
         kill_grace: seconds between SIGTERM and SIGKILL when a running command is stopped.
-        priority: higher runs first where a backend has to choose among ready tasks.
+        priority: higher runs first where a backend has to choose among ready tasks;
+            any int, negative for work that may wait (default 0).
         model: prompts: the model to ask (else the backend's default).
         system: prompts: a system message put before the prompt.
         temperature: prompts: sampling temperature.
@@ -127,6 +128,10 @@ _CHECKS: dict[str, tuple[tuple[type, ...], bool]] = {
 }
 
 
+_SIGNED = frozenset({"priority"})
+"""Numeric options that may be negative: a low priority is as normal as a high one."""
+
+
 def make_options(base: TaskOptions, changes: Mapping[str, Any]) -> TaskOptions:
     """Return ``base`` with ``changes`` applied, each checked for its type and range.
 
@@ -148,7 +153,7 @@ def make_options(base: TaskOptions, changes: Mapping[str, Any]) -> TaskOptions:
             raise InvalidTaskError(
                 f"task option {key!r} must be {names}, got {type(value).__name__}: {value!r}"
             )
-        if isinstance(value, int | float) and value < 0:
+        if isinstance(value, int | float) and value < 0 and key not in _SIGNED:
             raise InvalidTaskError(f"task option {key!r} must not be negative, got {value!r}")
         if key == "response_format" and value not in ("json", "text"):
             raise InvalidTaskError(

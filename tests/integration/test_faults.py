@@ -138,3 +138,187 @@ async def test_a_script_shut_down_while_its_commands_spawn_exits_at_once(tmp_pat
     assert time.monotonic() - started < 20  # not the 100 s of the sleeps
     assert await survivors(mark) == []
     assert os.getpid()  # (the test process itself is untouched)
+
+
+# -- a process pool that heals ------------------------------------------------------
+
+
+class Picky(Exception):
+    """An exception whose class cannot be rebuilt from its args: unpickling it fails."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a} of {b}")
+
+
+@pytest.fixture
+async def pooled(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    from plait import LocalExecutionBackend
+
+    backend = LocalExecutionBackend(ProcessPoolExecutor(max_workers=2))
+    flow = await WorkflowEngine.create(backend, work_dir=tmp_path, handle_signals=False)
+    yield flow
+    await flow.shutdown()
+
+
+async def test_an_exception_that_cannot_be_unpickled_fails_only_its_task(pooled):
+    from plait.errors import RemoteError
+
+    @pooled.function_task
+    def picky():
+        raise Picky(1, 2)
+
+    @pooled.function_task
+    def double(x):
+        return 2 * x
+
+    with pytest.raises(RemoteError) as info:
+        await picky()
+    error = info.value
+    assert error.type_name.endswith("test_faults.Picky")
+    assert error.message == "1 of 2"
+    assert ", in picky" in error.traceback_text  # the frame in the worker
+    assert any(", in picky" in note for note in error.__notes__)
+    assert await asyncio.gather(*(double(i) for i in range(8))) == [2 * i for i in range(8)]
+
+
+async def test_an_exception_that_travels_keeps_its_type_and_the_workers_traceback(pooled):
+    @pooled.function_task
+    def broken(x):
+        return {"a": 1}[x]
+
+    with pytest.raises(KeyError) as info:
+        await broken("b")
+    assert any(", in broken" in note for note in info.value.__notes__)
+
+
+async def test_a_dead_worker_fails_its_tasks_and_a_new_pool_serves_the_rest(pooled):
+    from plait.errors import WorkerLostError
+
+    @pooled.function_task
+    def die():
+        os.kill(os.getpid(), 9)
+
+    @pooled.function_task
+    def double(x):
+        return 2 * x
+
+    first = pooled.backend.executor
+    with pytest.raises(WorkerLostError, match="died"):
+        await die()
+    assert pooled.backend.executor is not first  # replaced
+    assert await asyncio.gather(*(double(i) for i in range(8))) == [2 * i for i in range(8)]
+
+
+async def test_a_task_lost_with_its_worker_is_retried_in_the_new_pool(pooled, tmp_path):
+    marker = tmp_path / "died-once"
+
+    @pooled.function_task(retries=1, retry_backoff=0)
+    def die_once(path):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os._exit(3)  # as an OOM kill would: no exception, the process is gone
+        return "second attempt"
+
+    assert await die_once(str(marker)) == "second attempt"
+
+
+# -- SystemExit and KeyboardInterrupt raised by a body ---------------------------------
+
+ESCAPES = """
+import asyncio, sys
+from concurrent.futures import ProcessPoolExecutor
+from plait import LocalExecutionBackend, WorkflowEngine
+from plait.errors import TaskExitError
+
+async def main():
+    local = LocalExecutionBackend()
+    pool = LocalExecutionBackend(ProcessPoolExecutor(1), name="pool")
+    flow = await WorkflowEngine.create([local, pool])
+
+    @flow.function_task
+    async def async_body(exc):
+        raise exc
+
+    @flow.function_task
+    def thread_body(exc):
+        raise exc
+
+    @flow.function_task(backend="pool")
+    def process_body(exc):
+        raise exc
+
+    @flow.executable_task
+    async def builder(exc):
+        raise exc
+
+    @flow.block
+    async def block(exc):
+        raise exc
+
+    @flow.function_task
+    async def fine(x):
+        return x + 1
+
+    for body in (async_body, thread_body, process_body, builder, block):
+        for exc in (KeyboardInterrupt(), SystemExit(3)):
+            fut = body(exc)
+            dependent = fine(fut)
+            try:
+                await fut
+            except TaskExitError as error:
+                print(body.__name__, type(error.__cause__).__name__, "->", type(error).__name__)
+            try:
+                await dependent
+            except Exception as error:
+                assert isinstance(error.root_cause, TaskExitError), error
+    print("still running:", await fine(41))
+    await flow.shutdown()
+
+asyncio.run(main())
+print("exited normally")
+"""
+
+
+def test_system_exit_and_keyboard_interrupt_in_a_body_fail_only_that_task(tmp_path):
+    script = tmp_path / "escapes.py"
+    script.write_text(ESCAPES)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 30
+    lines = done.stdout.splitlines()
+    for body in ("async_body", "thread_body", "process_body", "builder", "block"):
+        assert f"{body} KeyboardInterrupt -> TaskExitError" in lines
+        assert f"{body} SystemExit -> TaskExitError" in lines
+    assert lines[-2:] == ["still running: 42", "exited normally"]
+
+
+def test_a_negative_priority_is_a_lower_one(tmp_path):
+    from plait.task import TaskOptions, make_options
+
+    assert make_options(TaskOptions(), {"priority": -1}).priority == -1
+    with pytest.raises(ValueError, match="retries"):
+        make_options(TaskOptions(), {"retries": -1})
+
+
+async def test_negative_priorities_wait_behind_the_default(tmp_path):
+    from plait import LocalExecutionBackend
+
+    backend = LocalExecutionBackend(max_processes=1)
+    flow = await WorkflowEngine.create(backend, work_dir=tmp_path, handle_signals=False)
+    order = tmp_path / "order"
+
+    @flow.executable_task
+    async def note(label, seconds=0):
+        return f"sleep {seconds}; echo {label} >> {order}"
+
+    first = note("first", 0.3)  # holds the one slot while the others queue
+    await asyncio.sleep(0.1)
+    rest = [note("low", priority=-5), note("normal"), note("lowest", priority=-10)]
+    await asyncio.gather(first, *rest)
+    await flow.shutdown()
+    assert order.read_text().split() == ["first", "normal", "low", "lowest"]

@@ -189,3 +189,155 @@ async def test_a_journal_hit_has_its_own_event_sequence(tmp_path):
         sequences.append([e.kind.value for e in events])
     assert sequences[0] == ["created", "resolved", "queued", "submitted", "started", "completed"]
     assert sequences[1] == ["created", "resolved", "queued", "cached", "completed"]
+
+
+# -- a journal refuses files that are not its own ------------------------------------
+
+
+def _foreign_database(path):
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("CREATE TABLE results (key TEXT PRIMARY KEY, value BLOB)")
+        db.execute("INSERT INTO results VALUES ('k', x'00')")
+    db.close()
+
+
+def _damaged_journal(path):
+    from plait.journal import Journal
+
+    Journal(path).close()
+    data = path.read_bytes()
+    path.write_bytes(data[:100] + b"\xff" * 400 + data[500:])  # a page header overwritten
+
+
+def _future_journal(path):
+    import sqlite3
+
+    from plait.journal import Journal
+
+    Journal(path).close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE plait_journal SET value = '99' WHERE name = 'version'")
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: p.write_bytes(b"not a database at all, just text\n" * 40), "not a SQLite"),
+        (_foreign_database, r"something else \(tables: results\)"),
+        (_damaged_journal, "damaged or unreadable"),
+        (_future_journal, "format version 99"),
+    ],
+    ids=["directory", "not-sqlite", "foreign-sqlite", "damaged", "future-version"],
+)
+async def test_a_file_that_is_not_a_usable_journal_is_refused_and_left_as_it_was(
+    tmp_path, make, message
+):
+    from plait.errors import JournalError
+
+    path = tmp_path / "run.db"
+    make(path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    content = path.read_bytes() if path.is_file() else None
+    with pytest.raises(JournalError, match=message) as info:
+        await WorkflowEngine.create(work_dir=str(tmp_path), journal=str(path))
+    assert str(path) in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no -wal, no -shm
+    if content is not None:
+        assert path.read_bytes() == content
+
+
+def test_plait_run_refuses_a_bad_journal_before_the_script_starts(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text("print('ran')\n")
+    other = tmp_path / "other.db"
+    _foreign_database(other)
+    done = subprocess.run(
+        [sys.executable, "-m", "plait.cli", "run", "--journal", str(other), str(script)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "not a plait journal" in done.stderr and "ran" not in done.stdout
+
+
+async def test_failures_are_noted_and_run_again(tmp_path):
+    from plait.journal import Store
+
+    tries = tmp_path / "tries"
+    for _ in range(2):
+        flow = await WorkflowEngine.create(
+            work_dir=str(tmp_path), handle_signals=False, journal=str(tmp_path / "f.db")
+        )
+
+        @flow.function_task
+        def flaky(log):
+            with open(log, "a") as f:
+                f.write("try\n")
+            raise ValueError("not today")
+
+        with pytest.raises(ValueError):
+            await flaky(str(tries))
+        await flow.shutdown()
+    assert len(tries.read_text().split()) == 2  # a failure is not a result to reuse
+    (entry,) = Store(tmp_path / "f.db").entries()
+    assert (entry.name, entry.state, entry.error) == ("flaky", "FAILED", "ValueError: not today")
+    assert entry.duration is not None and entry.duration >= 0
+
+
+# -- keys that do not move with the code around a task ----------------------------------
+
+KEYED = """
+import asyncio, sys
+from plait import WorkflowEngine
+
+def helper(x):
+    return [v * 2 for v in range(x)]   # a comprehension: a nested code object
+
+async def main(log):
+    flow = await WorkflowEngine.create(journal=sys.argv[2])
+    scale = {"by": 3}
+
+    @flow.function_task
+    def work(n):
+        with open(log, "a") as f:
+            f.write(f"work {n}\\n")
+        square = lambda v: v * v * scale["by"]     # a lambda: another one
+        return sum(square(v) for v in helper(n))   # a generator: and another
+
+    print(await asyncio.gather(*(work(n) for n in range(3))))
+    await flow.shutdown()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def _run_script(path, log, journal):
+    done = subprocess.run(
+        [sys.executable, str(path), str(log), str(journal)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_lines_added_above_a_task_or_a_moved_script_do_not_make_it_run_again(tmp_path):
+    log, journal = tmp_path / "log", tmp_path / "keys.db"
+    first = tmp_path / "flow.py"
+    first.write_text(KEYED)
+    out = _run_script(first, log, journal)
+    assert len(log.read_text().splitlines()) == 3
+    # Lines added above everything, and the script moved and renamed.
+    moved = tmp_path / "elsewhere" / "renamed.py"
+    moved.parent.mkdir()
+    moved.write_text("# a comment\n\n\nimport os  # and an import\n" + KEYED)
+    assert _run_script(moved, log, journal) == out
+    assert len(log.read_text().splitlines()) == 3  # nothing ran again
+    # A real change in the code (the lambda) does run it again.
+    moved.write_text(KEYED.replace("v * v * scale", "v * v * v * scale"))
+    assert _run_script(moved, log, journal) != out
+    assert len(log.read_text().splitlines()) == 6

@@ -48,16 +48,17 @@ from plait.backends import _dask_worker as worker
 from plait.backends.base import ExecutionBackend, RemoteResult
 from plait.backends.process import stderr_tail
 from plait.backends.slots import PrioritySlots
-from plait.errors import BackendError, CommandError, ConfigurationError, MissingDependencyError
+from plait.errors import (
+    CommandError,
+    ConfigurationError,
+    MissingDependencyError,
+    WorkerLostError,
+)
 from plait.task import TaskDescription, TaskKind
 
 __all__ = ["DaskExecutionBackend", "WorkerLostError"]
 
 logger = logging.getLogger(__name__)
-
-
-class WorkerLostError(BackendError):
-    """The Dask worker running a task died (or was lost) before the task finished."""
 
 
 def _import_distributed() -> Any:

@@ -4,7 +4,13 @@
 * ``def`` bodies run in the executor: a thread pool by default. With a
   :class:`~concurrent.futures.ProcessPoolExecutor`, both sync and async bodies run in the
   worker processes, shipped with cloudpickle (closures and lambdas work), so CPU-bound
-  work never stalls the engine.
+  work never stalls the engine. What a body raises there comes back with cloudpickle
+  too; an exception that cannot be rebuilt here comes back as a
+  :class:`~plait.errors.RemoteError` that keeps its type name, message and traceback.
+  A worker that dies (killed, out of memory, a crash) breaks the pool for every task
+  in it: those tasks fail with :class:`~plait.errors.WorkerLostError` (and are tried
+  again if their ``retries`` allow), and a new pool of the same kind takes its place
+  for the tasks that come after.
 * Executables run as asyncio subprocesses (see :mod:`plait.backends.process`), at most
   ``max_processes`` at once; the others wait for a slot, higher ``priority`` first.
   The default is derived from the open-file limit, so a fan-out of thousands of
@@ -25,7 +31,9 @@ import inspect
 import logging
 import os
 import resource
+import traceback
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, ClassVar
 
 import cloudpickle
@@ -35,7 +43,12 @@ from plait.backends.base import ExecutionBackend
 from plait.backends.process import run_task_command
 from plait.backends.resources import ResourcePool
 from plait.backends.slots import PrioritySlots
-from plait.errors import ConfigurationError, UnsupportedTaskError
+from plait.errors import (
+    ConfigurationError,
+    RemoteError,
+    UnsupportedTaskError,
+    WorkerLostError,
+)
 from plait.task import TaskDescription, TaskKind
 
 __all__ = ["LocalExecutionBackend"]
@@ -57,13 +70,46 @@ def default_max_processes() -> int:
     return max(1, (soft - 64) // FDS_PER_PROCESS)
 
 
-def _call_pickled(payload: bytes) -> bytes:
+_Reply = tuple[bool, bytes | None, str, str, str]
+"""What a worker process sends back: ``(ok, pickled result or exception, and for an
+exception its type name, message and traceback text)``. Only bytes and strings cross
+the pool's own pickling, so nothing the task made can break the pool."""
+
+
+def _call_pickled(payload: bytes) -> _Reply:
     """Run a cloudpickled ``(func, args, kwargs)`` in a worker process."""
-    func, args, kwargs = cloudpickle.loads(payload)
-    result = func(*args, **kwargs)
-    if inspect.isawaitable(result):
-        result = asyncio.run(_await(result))
-    return bytes(cloudpickle.dumps(result))
+    try:
+        func, args, kwargs = cloudpickle.loads(payload)
+        result = func(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_await(result))
+        return True, bytes(cloudpickle.dumps(result)), "", "", ""
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: they are the task's
+        try:
+            blob: bytes | None = bytes(cloudpickle.dumps(exc))
+        except Exception:
+            blob = None
+        kind = type(exc)
+        text = "".join(traceback.format_exception(exc))
+        return False, blob, f"{kind.__module__}.{kind.__qualname__}", str(exc), text
+
+
+def _unpickle_reply(task: TaskDescription, reply: _Reply) -> Any:
+    """The result of a worker's reply, or raise the exception it carries."""
+    ok, blob, type_name, message, text = reply
+    if ok:
+        assert blob is not None
+        return cloudpickle.loads(blob)
+    exc: BaseException | None = None
+    if blob is not None:
+        try:
+            exc = cloudpickle.loads(blob)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        raise RemoteError(type_name, message, text, task_uid=task.uid, task_name=task.name)
+    exc.add_note(f"Traceback in the worker process:\n{text.rstrip()}")
+    raise exc
 
 
 async def _await(awaitable: Any) -> Any:
@@ -142,11 +188,7 @@ class LocalExecutionBackend(ExecutionBackend):
             async with self.processes.hold(task.options.priority):
                 return await run_task_command(task)
         if self._in_processes:
-            payload = cloudpickle.dumps((task.func, task.args, task.kwargs))
-            loop = asyncio.get_running_loop()
-            return cloudpickle.loads(
-                await loop.run_in_executor(self.executor, _call_pickled, payload)
-            )
+            return await self._run_in_process(task)
         if task.is_async:
             return await task.func(*task.args, **task.kwargs)
         loop = asyncio.get_running_loop()
@@ -155,6 +197,42 @@ class LocalExecutionBackend(ExecutionBackend):
         if inspect.isawaitable(result):  # a plain def that returned a coroutine
             result = await result
         return result
+
+    async def _run_in_process(self, task: TaskDescription) -> Any:
+        payload = cloudpickle.dumps((task.func, task.args, task.kwargs))
+        pool = self.executor
+        try:
+            reply = await asyncio.get_running_loop().run_in_executor(pool, _call_pickled, payload)
+        except BrokenProcessPool as exc:
+            self._replace_pool(pool)
+            raise WorkerLostError(
+                f"the worker process running task {task.name!r} ({task.uid}) died "
+                "(killed, out of memory, or crashed) and took the process pool down; a new "
+                "pool serves the tasks that come after",
+                task_uid=task.uid,
+                task_name=task.name,
+            ) from exc
+        return _unpickle_reply(task, reply)
+
+    def _replace_pool(self, broken: Executor) -> None:
+        """Put a new pool of the same kind in place of ``broken`` (once per breakage)."""
+        if self.executor is not broken:
+            return  # another task of the same pool replaced it already
+        settings: dict[str, Any] = {
+            "max_workers": getattr(broken, "_max_workers", None),
+            "mp_context": getattr(broken, "_mp_context", None),
+            "initializer": getattr(broken, "_initializer", None),
+            "initargs": getattr(broken, "_initargs", ()),
+            "max_tasks_per_child": getattr(broken, "_max_tasks_per_child", None),
+        }
+        try:
+            self.executor = type(broken)(**settings)
+        except TypeError:  # a subclass with a constructor of its own
+            self.executor = ProcessPoolExecutor(max_workers=settings["max_workers"])
+        logger.warning(
+            "backend %r: a worker process died; the process pool was replaced", self.name
+        )
+        broken.shutdown(wait=False, cancel_futures=True)
 
     async def shutdown(self) -> None:
         """Shut the executor down without blocking the event loop.
