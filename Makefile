@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test test-llm lint bench clean browser slurm-up slurm-down
+.PHONY: demo test test-llm fuzz lint bench clean browser slurm-up slurm-down
 
 # A single-node Slurm for tests/hpc and examples/slurm_pipeline.py (root only).
 slurm-up:
@@ -36,6 +36,13 @@ test: $(VENV)/.installed lint browser
 test-llm: $(VENV)/.installed
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install --quiet 'llama-cpp-python[server]' gguf numpy
 	$(PY) -m pytest -m slow tests/slow --timeout 600
+
+# The differential tests with a long budget and fresh randomness (CI runs a fixed,
+# seeded one): random DAGs on every backend against a plain evaluation.
+FUZZ_EXAMPLES ?= 500
+fuzz: $(VENV)/.installed
+	PLAIT_FUZZ=1 PLAIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest \
+		tests/integration/test_differential.py --timeout 0
 
 # Headless Chromium for the report test (installed with apt-get when run as root).
 browser:

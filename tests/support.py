@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from pathlib import Path
+
+import psutil
 
 
 def pid_alive(pid: int) -> bool:
@@ -96,3 +99,30 @@ def make_certificates(folder: Path, host: str = "127.0.0.1") -> dict[str, Path]:
         )
     )
     return paths
+
+
+def marked(mark: str) -> list[psutil.Process]:
+    """Live processes running ``sleep <mark>``, wherever they are in the process tree.
+
+    A zombie (killed, not yet reaped by whoever inherited it) is not alive.
+    """
+    return [
+        proc
+        for proc in psutil.process_iter(["cmdline", "status"])
+        if proc.info["cmdline"] == ["sleep", mark] and proc.info["status"] != "zombie"
+    ]
+
+
+async def survivors(mark: str, seconds: float = 5.0) -> list[psutil.Process]:
+    """The ``sleep <mark>`` processes still there after ``seconds`` (none, we hope)."""
+    deadline = time.monotonic() + seconds
+    # Nothing tells when a killed process is gone: asking again is the only way.
+    while (left := marked(mark)) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    for proc in left:  # leave nothing behind, whatever the test says
+        proc.kill()
+    return left
+
+
+def new_mark() -> str:
+    return f"100.{uuid.uuid4().int % 10**9:09d}"

@@ -26,13 +26,18 @@ from plait.task import TaskDescription, TaskKind
 
 if TYPE_CHECKING:
     from plait.backends.base import RemoteResult
-    from plait.graph import Node
 
 __all__ = ["BlockFuture", "ClusterFuture", "FinishedTask", "PlaitFuture", "TaskFuture"]
 
 
 class _Canceller(Protocol):
-    def cancel_node(self, node: Node, msg: Any | None = None) -> bool: ...
+    """The scheduler, as a future sees it: it can cancel the future's node.
+
+    The node (a :class:`plait.graph.Node`) is opaque here, so that this module and
+    the graph do not import each other.
+    """
+
+    def cancel_node(self, node: Any, msg: Any | None = None) -> bool: ...
 
 
 class PlaitFuture(asyncio.Future[Any]):
@@ -41,7 +46,7 @@ class PlaitFuture(asyncio.Future[Any]):
     __slots__ = ("_desc", "_node", "_owner", "_state")
 
     _state: TaskState
-    _node: Node | None
+    _node: Any  # the scheduler's plait.graph.Node while unfinished, then None
     _owner: _Canceller | None
     _desc: TaskDescription
 

@@ -81,10 +81,12 @@ class ReferenceHooks:
         self._apply_report(node, report, new)
 
     def _apply_report(self, node: Node, report: dict[str, Any], new: TaskState) -> None:
+        backend = node.backend
         if new is TaskState.RUNNING:
             self._scheduler.started(node)
+            if isinstance(backend, ReferenceBackend):
+                backend.running(node.desc.uid)
             return
-        backend = node.backend
         if isinstance(backend, ReferenceBackend) and backend.deliver(report, new):
             return
         # Not waited for by an adapter (a plait backend, or a task the caller settles):

@@ -10,7 +10,7 @@ import cloudpickle
 import pytest
 import pytest_asyncio
 from distributed import Client, LocalCluster
-from tests.support import pid_alive, wait_gone, wait_text
+from tests.support import new_mark, pid_alive, survivors, wait_gone, wait_text
 
 from plait import DependencyFailureError, LocalExecutionBackend, WorkflowEngine
 from plait.backends.dask import DaskExecutionBackend, WorkerLostError
@@ -303,6 +303,67 @@ async def test_cancel_of_a_running_executable_kills_it_on_the_worker(flow, tmp_p
     fut.cancel()
     assert fut.state == "CANCELLED"
     assert await wait_gone(pid)
+
+
+@pytest.mark.parametrize("moment", [0, 1, 3, 10, 0.01, 0.05])
+async def test_a_command_cancelled_at_any_moment_never_runs_on_a_worker(flow, moment):
+    # The cancel may reach the worker before the command has started there, while it
+    # starts, or while it runs (found by tests/integration/test_differential).
+    mark = new_mark()
+
+    @flow.executable_task(kill_grace=1)
+    async def sleeper(i):
+        return f"sleep {mark}; echo {i}"
+
+    futures = [sleeper(i) for i in range(8)]
+    if isinstance(moment, int):
+        for _ in range(moment):
+            await asyncio.sleep(0)
+    else:
+        await asyncio.sleep(moment)
+    for fut in futures:
+        fut.cancel()
+    assert all(fut.cancelled() for fut in futures)
+    assert await survivors(mark) == []
+
+
+async def test_a_cancel_that_reaches_the_worker_first_keeps_the_command_from_starting(tmp_path):
+    from plait.backends import _dask_worker as worker
+
+    started = tmp_path / "started"
+    assert await worker.kill("key-1", 1.0) is False  # nothing runs yet: a mark is left
+    with pytest.raises(worker.CommandCancelled):
+        await asyncio.to_thread(
+            worker.run_command, "key-1", f"touch {started}", True, None, None, None
+        )
+    assert not started.exists()
+    # The mark is used up; another key is not touched.
+    assert (
+        await asyncio.to_thread(worker.run_command, "key-2", "echo ran", True, None, None, None)
+        == "ran\n"
+    )
+
+
+async def test_engines_sharing_a_cluster_never_share_a_task(dask_backend, tmp_path):
+    # Two engines (as two processes would) whose tasks have the same names and uids.
+    other = await DaskExecutionBackend(dask_backend.client, name="other")
+    flows = [
+        await WorkflowEngine.create(backend=b, work_dir=str(tmp_path), handle_signals=False)
+        for b in (dask_backend, other)
+    ]
+    futures = []
+    for n, engine in enumerate(flows):
+
+        @engine.function_task
+        def value(x, n=n):
+            time.sleep(0.2)
+            return (x, n)
+
+        futures.append(value(1))  # both in flight at once, with one name and one uid
+    assert await asyncio.gather(*futures) == [(1, 0), (1, 1)]
+    for engine in flows:
+        await engine.shutdown(skip_execution_backend=True)
+    await other.shutdown()
 
 
 async def test_timeout_stops_a_command_on_the_worker(flow, tmp_path):

@@ -5,43 +5,15 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 
-import psutil
 import pytest
+from tests.support import marked, new_mark, survivors
 
 from plait import WorkflowEngine
 
 STEPS = [0, 1, 2, 3, 5, 8, 13, 30]
 """Loop iterations between the calls and the cancel: each lands at another moment of
 the spawn (before it, inside it, while the pipes connect, just after)."""
-
-
-def marked(mark: str) -> list[psutil.Process]:
-    """Live processes running ``sleep <mark>``, wherever they are in the process tree.
-
-    A zombie (killed, not yet reaped by whoever inherited it) is not alive.
-    """
-    return [
-        proc
-        for proc in psutil.process_iter(["cmdline", "status"])
-        if proc.info["cmdline"] == ["sleep", mark] and proc.info["status"] != "zombie"
-    ]
-
-
-async def survivors(mark: str, seconds: float = 5.0) -> list[psutil.Process]:
-    """The ``sleep <mark>`` processes still there after ``seconds`` (none, we hope)."""
-    deadline = time.monotonic() + seconds
-    # Nothing tells when a killed process is gone: asking again is the only way.
-    while (left := marked(mark)) and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    for proc in left:  # leave nothing behind, whatever the test says
-        proc.kill()
-    return left
-
-
-def new_mark() -> str:
-    return f"100.{uuid.uuid4().int % 10**9:09d}"
 
 
 async def steps(n: int) -> None:

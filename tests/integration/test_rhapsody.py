@@ -1,6 +1,7 @@
 """RHAPSODY's backends (``pip install rhapsody-py``) run under plait unchanged."""
 
 import asyncio
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -68,3 +69,43 @@ async def test_rhapsody_dask_backend():
         flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
         await exercise(flow)
         await flow.shutdown()
+
+
+@pytest.mark.parametrize("how", ["cancel", "shutdown"])
+async def test_a_command_cancelled_on_rhapsody_is_killed_though_rhapsody_leaves_it(tmp_path, how):
+    # RHAPSODY's concurrent backend cancels its own asyncio task and leaves the process
+    # running; plait's adapter stops it (found by tests/integration/test_differential).
+    import psutil
+
+    mark = f"31.{os.getpid()}{len(how)}"
+    backend = await ConcurrentExecutionBackend(ThreadPoolExecutor(max_workers=2))
+    flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
+
+    @flow.executable_task(kill_grace=1)
+    async def sleeper():
+        return f"sleep {mark}; echo never"
+
+    @flow.executable_task
+    async def quoted():
+        return "echo 'a;b' \"$HOME\" | tr a-z A-Z"  # the wrapper keeps the command as it was
+
+    assert await quoted() == f"A;B {os.environ['HOME'].upper()}\n"
+    fut = sleeper()
+
+    # Nothing tells when a process has started: asking again is the only way.
+    def started():
+        return any(p.info["cmdline"] == ["sleep", mark] for p in psutil.process_iter(["cmdline"]))
+
+    while not started():  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    assert fut.state == "RUNNING"
+    if how == "cancel":
+        fut.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await fut
+    await flow.shutdown()
+    left = [p for p in psutil.process_iter(["cmdline", "status"])
+            if p.info["cmdline"] == ["sleep", mark] and p.info["status"] != "zombie"]  # fmt: skip
+    for proc in left:
+        proc.kill()
+    assert left == []

@@ -1,9 +1,11 @@
 """What runs inside Dask workers for :mod:`plait.backends.dask`.
 
 Kept free of plait's engine and of Dask imports, so that unpickling a task on a
-worker loads only this small module. ``_RUNNING`` maps the uid of each command
+worker loads only this small module. ``_RUNNING`` maps the Dask key of each command
 running in this worker process to its process group, so that a cancel from the
-engine (sent with ``Client.run``) can stop it.
+engine (sent to every worker with ``Client.run``) can stop it. A cancel that arrives
+before the command has started leaves a mark in ``_CANCELLED``, which the command
+reads both before it starts and just after, so no moment lets it slip through.
 
 A task talks to its engine on the scheduler's event stream, on a topic of the
 backend's own (:class:`Report`): ``("started", key)`` when it starts executing, if
@@ -22,17 +24,35 @@ import pickle
 import shlex
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-__all__ = ["PUSH_LIMIT", "Report", "allowed_failures", "call", "kill", "run_command"]
+__all__ = [
+    "PUSH_LIMIT",
+    "CommandCancelled",
+    "Report",
+    "allowed_failures",
+    "call",
+    "kill",
+    "run_command",
+]
 
 PUSH_LIMIT = 4096
 """The largest pickled result sent along with a completion, in bytes. The scheduler
 keeps the last events of a topic (``distributed.admin.low-level-log-length``, 1000),
 so this also bounds what it holds: a few megabytes."""
 
+_LOCK = threading.Lock()
 _RUNNING: dict[str, int] = {}
+_CANCELLED: dict[str, float] = {}
+FORGET_CANCELLED = 600.0
+"""Seconds a cancel mark is kept (every worker gets one; only one worker runs the task)."""
+
+
+class CommandCancelled(Exception):
+    """The command's task was cancelled before the command started."""
 
 
 class Report(NamedTuple):
@@ -113,7 +133,7 @@ async def _await(awaitable: Any) -> Any:
 
 
 def run_command(
-    uid: str,
+    key: str,
     command: str,
     shell: bool,
     cwd: str | None,
@@ -127,9 +147,13 @@ def run_command(
 
     Raises:
         subprocess.CalledProcessError: the command exited non-zero (with its stderr).
+        CommandCancelled: the task was cancelled before the command started.
     """
     if report is not None and report.started:
         _log(report.topic, ("started",))
+    with _LOCK:
+        if _CANCELLED.pop(key, None) is not None:
+            raise CommandCancelled(key)
     argv: str | list[str] = command if shell else shlex.split(command)
     proc = subprocess.Popen(
         argv,
@@ -141,11 +165,17 @@ def run_command(
         env=None if env is None else {**os.environ, **env},
         start_new_session=True,
     )
-    _RUNNING[uid] = proc.pid
+    with _LOCK:
+        _RUNNING[key] = proc.pid
+        cancelled = _CANCELLED.pop(key, None) is not None
+    if cancelled:  # the cancel came while it was starting
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     try:
         out, err = proc.communicate()
     finally:
-        _RUNNING.pop(uid, None)
+        with _LOCK:
+            _RUNNING.pop(key, None)
     if proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, command, out, err)
     stdout = out.decode("utf-8", errors="replace")
@@ -153,16 +183,24 @@ def run_command(
     return stdout
 
 
-async def kill(uid: str, grace: float) -> bool:
-    """Stop the command of task ``uid`` if it runs here: SIGTERM, then SIGKILL after ``grace``."""
-    pid = _RUNNING.get(uid)
-    if pid is None:
-        return False
+async def kill(key: str, grace: float) -> bool:
+    """Stop the command of Dask key ``key``: SIGTERM, then SIGKILL after ``grace``.
+
+    If it has not started in this worker, mark it cancelled, so it never does.
+    """
+    with _LOCK:
+        pid = _RUNNING.get(key)
+        if pid is None:
+            now = time.monotonic()
+            for old in [k for k, t in _CANCELLED.items() if now - t > FORGET_CANCELLED]:
+                del _CANCELLED[old]
+            _CANCELLED[key] = now
+            return False
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
         for _ in range(max(1, int(grace / 0.05))):
             await asyncio.sleep(0.05)
-            if uid not in _RUNNING:
+            if key not in _RUNNING:
                 return True
         os.killpg(pid, signal.SIGKILL)
     return True

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from plait.backends.base import ExecutionBackend
 from plait.backends.process import stderr_tail
+from plait.backends.tracked import CommandTracker
 from plait.errors import BackendError, CommandError
 from plait.states import TaskState
 from plait.task import TaskDescription, TaskKind
@@ -113,6 +114,8 @@ class ReferenceBackend(ExecutionBackend):
         self._batch: list[dict[str, Any]] = []
         self._submitters: set[asyncio.Task[None]] = set()
         self._states = self._read_states_map(inner)
+        self._tracker = CommandTracker()
+        self._running: set[str] = set()
 
     @staticmethod
     def _read_states_map(inner: Any) -> dict[str, TaskState]:
@@ -158,7 +161,10 @@ class ReferenceBackend(ExecutionBackend):
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         self._waiting[task.uid] = (waiter, task)
-        self._batch.append(task.as_reference_dict())
+        entry = task.as_reference_dict()
+        if task.kind is TaskKind.EXECUTABLE:
+            self._tracker.wrap(entry)  # so that a cancel reaches the command (see tracked)
+        self._batch.append(entry)
         if len(self._batch) == 1:
             loop.call_soon(self._flush)
         try:
@@ -169,9 +175,19 @@ class ReferenceBackend(ExecutionBackend):
                     await self.inner.cancel_task(task.uid)
                 except Exception:
                     logger.warning("backend %r: cancel_task(%s) failed", self.name, task.uid)
+                if task.kind is TaskKind.EXECUTABLE:
+                    running = task.uid in self._running
+                    await self._tracker.stop(task.uid, task.options.kill_grace, running=running)
             raise
         finally:
             self._waiting.pop(task.uid, None)
+            self._running.discard(task.uid)
+            self._tracker.forget(task.uid)
+
+    def running(self, uid: str) -> None:
+        """The inner backend said task ``uid`` started."""
+        if uid in self._waiting:
+            self._running.add(uid)
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, []
@@ -217,4 +233,7 @@ class ReferenceBackend(ExecutionBackend):
 
     async def shutdown(self) -> None:
         """Shut the inner backend down."""
-        await self.inner.shutdown()
+        try:
+            await self.inner.shutdown()
+        finally:
+            self._tracker.close()

@@ -220,6 +220,7 @@ class DaskExecutionBackend(ExecutionBackend):
         self.cluster: Any = None
         self._owned: list[Any] = []
         self._keys = itertools.count()
+        self._token = uuid.uuid4().hex[:8]
         self._jobqueue: _JobQueue | None = None
 
     @classmethod
@@ -357,7 +358,7 @@ class DaskExecutionBackend(ExecutionBackend):
             assert task.command is not None
             return self.client.submit(
                 worker.run_command,
-                task.uid,
+                key,
                 task.command,
                 opts.shell,
                 opts.cwd if opts.cwd is not None else task.sandbox,
@@ -388,7 +389,8 @@ class DaskExecutionBackend(ExecutionBackend):
     async def _run(self, task: TaskDescription) -> Any:
         distributed = _import_distributed()
         while True:
-            key = f"{task.name}-{task.uid}-{next(self._keys)}"
+            # Unique on the cluster, which other engines (other processes) may share.
+            key = f"{task.name}-{task.uid}-{self._token}-{next(self._keys)}"
             future = self._submit(task, key)
             self._in_flight.add(key)
             self._attempts[id(task)] = future
@@ -488,7 +490,7 @@ class DaskExecutionBackend(ExecutionBackend):
         try:
             await future.cancel()
             if task.kind is TaskKind.EXECUTABLE:
-                await self.client.run(worker.kill, task.uid, task.options.kill_grace)
+                await self.client.run(worker.kill, future.key, task.options.kill_grace)
         except Exception:
             logger.warning("could not stop task %s on the Dask cluster", task.uid, exc_info=True)
 
