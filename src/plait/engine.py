@@ -27,7 +27,12 @@ from plait.backends.compat import ReferenceBackend, is_reference_backend
 from plait.backends.local import LocalExecutionBackend
 from plait.backends.noop import NoopExecutionBackend
 from plait.backends.spec import backend_from_environment
-from plait.decorators import TaskDecorator
+from plait.decorators import (
+    BlockDecorator,
+    ExecutableTaskDecorator,
+    FunctionTaskDecorator,
+    PromptTaskDecorator,
+)
 from plait.errors import ConfigurationError, EngineShutdownError, PlaitError
 from plait.future import PlaitFuture
 from plait.journal import Journal
@@ -126,10 +131,10 @@ class WorkflowEngine(ReferenceHooks):
             if not self._signals.install():
                 self._signals = None
 
-        self.function_task = TaskDecorator(TaskKind.FUNCTION, self._call)
-        self.executable_task = TaskDecorator(TaskKind.EXECUTABLE, self._call)
-        self.prompt_task = TaskDecorator(TaskKind.PROMPT, self._call)
-        self.block = TaskDecorator(TaskKind.BLOCK, self._call)
+        self.function_task = FunctionTaskDecorator(TaskKind.FUNCTION, self._call)
+        self.executable_task = ExecutableTaskDecorator(TaskKind.EXECUTABLE, self._call)
+        self.prompt_task = PromptTaskDecorator(TaskKind.PROMPT, self._call)
+        self.block = BlockDecorator(TaskKind.BLOCK, self._call)
 
     def _adopt(self, backend: Any) -> ExecutionBackend:
         if isinstance(backend, ExecutionBackend):
@@ -259,7 +264,7 @@ class WorkflowEngine(ReferenceHooks):
 
     def _call(
         self, tmpl: TaskTemplate, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> PlaitFuture:
+    ) -> PlaitFuture[Any]:
         if self._closed:
             raise EngineShutdownError(
                 f"cannot call {tmpl.name!r}: engine {self.uid} has been shut down"
@@ -395,6 +400,7 @@ class WorkflowEngine(ReferenceHooks):
         runners = self._scheduler.cancel_all()
         if runners:
             await asyncio.gather(*runners, return_exceptions=True)
+        await self._scheduler.services.stop_all()
         if self._signals is not None:
             self._signals.restore()
         if self._progress is not None:

@@ -23,6 +23,8 @@ The hierarchy::
         ├── InputFileError          an ``InputFile`` could not be staged into the sandbox
         ├── FileClashError          two different files would share one name in a sandbox
         ├── TaskExitError           a body raised ``SystemExit`` or ``KeyboardInterrupt``
+        ├── ServiceError            a service did not become ready, or died; its dependents
+        │                           fail with it
         ├── RemoteError             a worker process's exception that could not travel
         │                           back as itself; keeps its type name, message, traceback
         └── BackendError            a backend failed to accept or report a task
@@ -54,6 +56,7 @@ __all__ = [
     "PlaitError",
     "RemoteError",
     "ReplyFormatError",
+    "ServiceError",
     "TaskError",
     "TaskExitError",
     "TaskTimeoutError",
@@ -254,6 +257,34 @@ class TaskExitError(TaskError):
     error (the original is its ``__cause__``) and everything else runs on. A real
     Ctrl-C goes through the engine's signal handling instead (see ``plait.signals``).
     """
+
+
+class ServiceError(TaskError):
+    """A service task did not become ready in time, exited, or died while in use.
+
+    Raised on the service's own future (it never became ready) and on the tasks that
+    depend on a service that died for good. The message names the service and ends
+    with the tail of its standard error.
+
+    Attributes:
+        service: the service task's name.
+        stderr_tail: the last lines of its standard error, if it has any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        service: str | None = None,
+        stderr_tail: str = "",
+        task_uid: str | None = None,
+        task_name: str | None = None,
+    ) -> None:
+        if stderr_tail:
+            message = f"{message}; its stderr ends with:\n{stderr_tail}"
+        super().__init__(message, task_uid=task_uid, task_name=task_name)
+        self.service = service
+        self.stderr_tail = stderr_tail
 
 
 class RemoteError(TaskError):

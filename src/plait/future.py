@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from plait.errors import BackendError
 from plait.states import TaskState, can_move
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from plait.backends.base import RemoteResult
 
 __all__ = ["BlockFuture", "ClusterFuture", "FinishedTask", "PlaitFuture", "TaskFuture"]
+
+_R = TypeVar("_R")
 
 
 class _Canceller(Protocol):
@@ -40,8 +42,12 @@ class _Canceller(Protocol):
     def cancel_node(self, node: Any, msg: Any | None = None) -> bool: ...
 
 
-class PlaitFuture(asyncio.Future[Any]):
-    """The future of one task or block call (see the module docstring)."""
+class PlaitFuture(asyncio.Future[_R]):
+    """The future of one task or block call (see the module docstring).
+
+    Generic in its result: ``TaskFuture[int]`` for a task whose function returns an
+    ``int``, so ``await`` gives an ``int`` to a type checker too.
+    """
 
     __slots__ = ("_desc", "_node", "_owner", "_state")
 
@@ -161,7 +167,7 @@ class FinishedTask(Mapping[str, Any]):
         return f"<FinishedTask {self._desc.uid} {self._desc.name!r}>"
 
 
-class TaskFuture(PlaitFuture):
+class TaskFuture(PlaitFuture[_R]):
     """The future of a function, executable or prompt task."""
 
     __slots__ = ()
@@ -178,7 +184,7 @@ class TaskFuture(PlaitFuture):
         return self._desc
 
 
-class BlockFuture(PlaitFuture):
+class BlockFuture(PlaitFuture[_R]):
     """The future of a block: a sub-workflow that is itself a dependency."""
 
     __slots__ = ()
@@ -194,7 +200,7 @@ class BlockFuture(PlaitFuture):
         return self._desc
 
 
-class ClusterFuture(TaskFuture):
+class ClusterFuture(TaskFuture[_R]):
     """The future of a task whose result stays where its backend made it (a Dask cluster).
 
     The task is DONE — and its dependents run — as soon as it finished there; a
@@ -261,7 +267,7 @@ class ClusterFuture(TaskFuture):
             self._remote = None
 
 
-def settle_remote(fut: ClusterFuture, remote: RemoteResult) -> bool:
+def settle_remote(fut: ClusterFuture[Any], remote: RemoteResult) -> bool:
     """Finish ``fut`` with a result that stays remote. False if it had already finished."""
     if not can_move(fut._state, TaskState.DONE):
         return False
@@ -272,13 +278,13 @@ def settle_remote(fut: ClusterFuture, remote: RemoteResult) -> bool:
     return True
 
 
-def mark_running(fut: PlaitFuture) -> None:
+def mark_running(fut: PlaitFuture[Any]) -> None:
     """Move a pending future to RUNNING; a no-op in any other state."""
     if fut._state is TaskState.PENDING:
         fut._state = TaskState.RUNNING
 
 
-def settle_result(fut: PlaitFuture, value: Any) -> bool:
+def settle_result(fut: PlaitFuture[Any], value: Any) -> bool:
     """Finish ``fut`` with ``value``. Returns False if it had already finished."""
     if not can_move(fut._state, TaskState.DONE):
         return False
@@ -287,7 +293,7 @@ def settle_result(fut: PlaitFuture, value: Any) -> bool:
     return True
 
 
-def settle_error(fut: PlaitFuture, exc: BaseException, *, quiet: bool = False) -> bool:
+def settle_error(fut: PlaitFuture[Any], exc: BaseException, *, quiet: bool = False) -> bool:
     """Fail ``fut`` with ``exc``. Returns False if it had already finished.
 
     ``quiet`` keeps asyncio from logging "exception was never retrieved" for it; the
@@ -303,7 +309,7 @@ def settle_error(fut: PlaitFuture, exc: BaseException, *, quiet: bool = False) -
     return True
 
 
-def settle_cancelled(fut: PlaitFuture, msg: Any | None = None) -> bool:
+def settle_cancelled(fut: PlaitFuture[Any], msg: Any | None = None) -> bool:
     """Cancel ``fut`` itself (not its work). Returns False if it had already finished."""
     if not can_move(fut._state, TaskState.CANCELLED):
         return False

@@ -76,7 +76,7 @@ class Node:
 
     def __init__(
         self,
-        future: PlaitFuture,
+        future: PlaitFuture[Any],
         desc: TaskDescription,
         context: contextvars.Context,
     ) -> None:

@@ -31,6 +31,42 @@ if TYPE_CHECKING:
 
 __all__ = ["ReferenceHooks"]
 
+
+class _Readiness:
+    """What a reference backend's ``service_callback`` gets in place of the task's future.
+
+    radical.asyncflow hands such callbacks the task's asyncio future, and RHAPSODY's
+    sets its result from a thread of its own once the service answers. This stand-in
+    takes ``set_result`` / ``set_exception`` from any thread and settles the service
+    task on the engine's loop, through the engine, as a report would.
+    """
+
+    __slots__ = ("_hooks", "_node")
+
+    def __init__(self, hooks: ReferenceHooks, node: Node) -> None:
+        self._hooks = hooks
+        self._node = node
+
+    def _settle(self, outcome: tuple[bool, Any]) -> None:
+        hooks = self._hooks
+        if threading.get_ident() == hooks._thread:
+            hooks._service_ready(self._node, outcome)
+        else:
+            hooks.loop.call_soon_threadsafe(hooks._service_ready, self._node, outcome)
+
+    def set_result(self, result: Any) -> None:
+        self._settle((True, result))
+
+    def set_exception(self, exception: BaseException) -> None:
+        self._settle((False, exception))
+
+    def done(self) -> bool:
+        return self._node.future.done()
+
+    def cancelled(self) -> bool:
+        return self._node.future.cancelled()
+
+
 logger = logging.getLogger(__name__)
 
 
@@ -70,11 +106,11 @@ class ReferenceHooks:
         )
         if service_callback is not None:
             try:
-                service_callback(node.future, task, state)
+                service_callback(_Readiness(self, node), task, state)
             except Exception as exc:
                 error = BackendError(f"service callback of {node.desc.uid} failed: {exc}")
                 error.__cause__ = exc
-                self._scheduler.fail(node, error)
+                self._scheduler.abort(node, error)
                 return
         if new is None:
             return
@@ -100,6 +136,27 @@ class ReferenceHooks:
             self._scheduler.cancel_node(node)
         if runner is not None and not runner.done():
             runner.cancel()
+
+    def _service_ready(self, node: Node, outcome: tuple[bool, Any]) -> None:
+        """A reference-style backend's service came up (or failed to): settle its task.
+
+        The backend keeps running the service; only the task's future is settled, with
+        what the backend's ``service_callback`` gave (RADICAL-Pilot's ``wait_info()``).
+        """
+        if node.future.done():
+            return
+        ok, value = outcome
+        backend = node.backend
+        report = {"uid": node.desc.uid, "return_value": value, "stdout": value}
+        if not ok:
+            report["exception"] = value
+        state = TaskState.DONE if ok else TaskState.FAILED
+        if isinstance(backend, ReferenceBackend) and backend.deliver(report, state):
+            return
+        if ok:
+            self._scheduler.succeed(node, value)
+        else:
+            self._scheduler.abort(node, value)
 
     def _node_of(self, task: Any, fut: Any) -> Node | None:
         node = getattr(fut, "_node", None)

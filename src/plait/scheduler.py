@@ -31,12 +31,14 @@ import inspect
 import itertools
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
 from time import time as _now
 from typing import Any
 
 from plait.attempts import build, run_attempts
 from plait.backends.base import ExecutionBackend, RemoteResult
-from plait.deps import find, substitute
+from plait.deps import Found, find, substitute
 from plait.errors import (
     DependencyFailureError,
     InvalidTaskError,
@@ -58,6 +60,7 @@ from plait.future import (
 )
 from plait.graph import Node, add_dependent, downstream, release
 from plait.journal import MISSING, Journal, task_key
+from plait.services.manager import ServiceManager
 from plait.signals import Abort
 from plait.staging.files import DataFile
 from plait.staging.sandbox import Stager
@@ -121,6 +124,9 @@ class Scheduler:
         self.loop = loop
         self.stager = stager
         self.journal: Journal | None = None
+        self.services = ServiceManager(
+            Path(stager.root), self.abort, lambda: self.publish, lambda: self.live.values()
+        )
         self.backends = backends
         self.default = default
         self.live: dict[str, Node] = {}
@@ -145,7 +151,7 @@ class Scheduler:
         description: Any = None,
         workflow_id: str | None = None,
         changes: dict[str, Any] | None = None,
-    ) -> PlaitFuture:
+    ) -> PlaitFuture[Any]:
         """Register one call of ``tmpl``; return its future (see the module docstring)."""
         kind = tmpl.kind
         uid = f"{'block' if kind is TaskKind.BLOCK else 'task'}.{next(self._counter):06d}"
@@ -172,7 +178,7 @@ class Scheduler:
         if error is None and kind is not TaskKind.BLOCK:
             backend, error = self._route(desc, options)
         if kind is TaskKind.BLOCK:
-            fut: PlaitFuture = BlockFuture(self.loop, desc, self)
+            fut: PlaitFuture[Any] = BlockFuture(self.loop, desc, self)
         elif backend is not None and backend.keeps_results:
             fut = ClusterFuture(self.loop, desc, self)
         else:
@@ -229,6 +235,14 @@ class Scheduler:
                 f"task {desc.name!r} ({desc.uid}) asks for backend {name!r}, but the engine "
                 f"has only: {', '.join(repr(n) for n in self.backends)}",
             )
+        if options.service is True and desc.kind is not TaskKind.PROMPT:
+            if backend.services is None:
+                able = [repr(n) for n, b in self.backends.items() if b.services is not None]
+                return None, UnsupportedTaskError(
+                    f"backend {backend.name!r} ({type(backend).__name__}) cannot run service "
+                    f"task {desc.name!r} ({desc.uid}); services run on this machine, on: "
+                    f"{', '.join(able) or 'no attached backend'}"
+                )
         if desc.kind not in backend.kinds:
             able = [repr(n) for n, b in self.backends.items() if desc.kind in b.kinds]
             hint = f"backends that can: {', '.join(able)}" if able else "no attached backend can"
@@ -252,6 +266,10 @@ class Scheduler:
             return InvalidTaskError(
                 f"the arguments of {desc.name!r} ({desc.uid}) nest too deeply or contain themselves"
             )
+        via = desc.options.service
+        if via is not True and via is not False and isinstance(via, asyncio.Future):
+            found = found or Found()  # a prompt sent to a service: it waits for it
+            found.futures[id(via)] = via
         if found is None:
             return None
         if found.files:
@@ -370,13 +388,20 @@ class Scheduler:
             args, kwargs = desc.args, desc.kwargs  # as called: a pipelined rerun needs them
             if node.has_deps or staged:
                 self._put_results(desc, staged)
+                if self.services.active:  # a service it takes may be restarting
+                    await self.services.ready_for(node)
             if desc.kind is TaskKind.BLOCK:
                 self.started(node)
                 value = await self._run_block(node)
             else:
+                assert backend is not None
+                if desc.options.service is True and backend.services == "engine":
+                    self.started(node)
+                    value = await self.services.run(node)
+                    self.succeed(node, value)
+                    return
                 if desc.kind is not TaskKind.FUNCTION:
                     await build(desc)
-                assert backend is not None
                 if node.pipelined:
                     value = await self._run_pipelined(node, backend, args, kwargs)
                 else:
@@ -434,6 +459,7 @@ class Scheduler:
         """The task's journal key, or None when it is not journaled (see plait.journal)."""
         if (
             not node.desc.options.cache
+            or node.desc.options.service is True
             or node.files
             or backend.keeps_results
             or not backend.runs_work
@@ -611,6 +637,13 @@ class Scheduler:
                 publish((EventKind.FAILED, dependent.desc, _now(), error))
             self._stop(dependent)  # a pipelined dependent is running
 
+    def abort(self, node: Node, exc: BaseException) -> None:
+        """Fail ``node`` (and its dependents) from outside its run, and stop its work."""
+        runner = node.runner
+        self.fail(node, exc)
+        if runner is not None and not runner.done():
+            runner.cancel()
+
     def cancel_node(self, node: Node, msg: Any | None = None) -> bool:
         """Cancel ``node``: stop its work, cancel its dependents and block members."""
         if not settle_cancelled(node.future, msg):
@@ -636,6 +669,8 @@ class Scheduler:
         desc = node.desc
         self.live.pop(desc.uid, None)
         desc.args, desc.kwargs = (), _NO_KWARGS
+        if type(desc.options.service) is not bool:  # a prompt sent to a service: let it go
+            desc.options = replace(desc.options, service=False)
         node.deps = ()
         node.files = ()
         node.context = None

@@ -16,6 +16,7 @@ builds the full dict that reference-style backends expect.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import shlex
 from collections.abc import Callable, Iterator, Mapping
@@ -24,6 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from plait.errors import InvalidTaskError
+from plait.services.handle import Service
 
 __all__ = ["TaskDescription", "TaskKind", "TaskOptions", "TaskTemplate", "make_options"]
 
@@ -51,7 +53,10 @@ class TaskOptions:
     Attributes:
         backend: name of the backend to run on; ``None`` for the engine's default.
         capture_stdio: executables write stdout/stderr to files in the engine's work dir.
-        service: accepted for radical.asyncflow compatibility; passed to backends.
+        service: ``True``: the task is a long-running server (an executable, or an
+            ``async`` function): its future resolves to a ``Service`` once it is ready
+            (see :mod:`plait.services`); reference-style backends get ``is_service``.
+            On a prompt task, a ``Service`` (or its future): send the prompt there.
         name: the task's name in uids, errors and telemetry (default: the function's name).
         retries: how many times a failed attempt is tried again.
         retry_backoff: seconds before the first retry; doubled for each one after.
@@ -73,11 +78,15 @@ class TaskOptions:
             slots of the local backend's pool, or Dask worker resources (``{"GPU": 1}``).
         cache: with a run journal, reuse this task's result from an earlier run (and
             record it for the next); ``False`` always runs it.
+        ready: services: how to tell the service is up — ``{"port": 8000}``,
+            ``{"http": "/health"}``, ``{"log": "regex"}`` (see
+            :mod:`plait.services.probes`); ready once started when None.
+        ready_timeout: services: seconds to wait for ``ready`` before failing.
     """
 
     backend: str | None = None
     capture_stdio: bool = False
-    service: bool = False
+    service: Any = False
     name: str | None = None
     retries: int = 0
     retry_backoff: float = 0.5
@@ -94,6 +103,8 @@ class TaskOptions:
     response_format: str | None = None
     resources: Mapping[str, float] | None = None
     cache: bool = True
+    ready: Mapping[str, Any] | None = None
+    ready_timeout: float = 60.0
 
     @property
     def is_plain(self) -> bool:
@@ -108,7 +119,7 @@ _CHECKS: dict[str, tuple[tuple[type, ...], bool]] = {
     # name: (accepted types, None allowed)
     "backend": ((str,), True),
     "capture_stdio": ((bool,), False),
-    "service": ((bool,), False),
+    "service": ((bool, asyncio.Future, Service), False),
     "name": ((str,), True),
     "retries": ((int,), False),
     "retry_backoff": ((int, float), False),
@@ -125,6 +136,8 @@ _CHECKS: dict[str, tuple[tuple[type, ...], bool]] = {
     "response_format": ((str,), True),
     "resources": ((Mapping,), True),
     "cache": ((bool,), False),
+    "ready": ((Mapping,), True),
+    "ready_timeout": ((int, float), False),
 }
 
 

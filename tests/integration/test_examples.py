@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support import pid_alive
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -47,3 +49,13 @@ def test_llm_pipeline_example_runs_against_the_bundled_stub(tmp_path):
     lines = [line for line in out.splitlines() if line.startswith("- reply to: Experiment")]
     assert [line.split()[4] for line in lines] == ["1", "2", "3"]
     assert re.search(r"3 summaries from stub-model for \d+ tokens", out)
+
+
+def test_llm_service_example_starts_a_server_asks_100_questions_and_stops_it(tmp_path):
+    out = run("llm_service.py", tmp_path)
+    assert re.search(r"^server up at http://127\.0\.0\.1:\d+ \(pid \d+\)", out, flags=re.M)
+    assert "100 replies" in out
+    assert "first: reply to: In one sentence: why is the number 0 interesting?" in out
+    assert "server stopped: True" in out
+    pid = int(re.search(r"\(pid (\d+)\)", out).group(1))
+    assert not pid_alive(pid)

@@ -2,22 +2,20 @@
 
 Run with ``make test-llm`` (it installs ``llama-cpp-python[server]`` and ``gguf``);
 ``make test`` deselects it (marker ``slow``). The test writes its own tiny llama model
-with random weights: the reply's text is noise, but the round trip through the real
-server, its tokenizer and its token counts are real.
+with random weights and starts the server as a service task of the workflow: the
+reply's text is noise, but the round trip through the real server, its tokenizer and
+its token counts are real.
 """
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from tests.support import pid_alive, wait_gone
 
-from plait import WorkflowEngine
+from plait import LocalExecutionBackend, WorkflowEngine
 from plait.backends.llm import OpenAIInferenceBackend
 
 pytestmark = pytest.mark.slow
@@ -74,45 +72,27 @@ def write_tiny_llama(path: Path, n_embd: int = 32, n_layer: int = 2, n_ff: int =
     writer.close()
 
 
-@pytest.fixture
-def llama_server(tmp_path):
+async def test_llama_cpp_started_as_a_service_task_answers_prompts(tmp_path):
     model = tmp_path / "tiny.gguf"
     write_tiny_llama(model)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path / "server.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "256", "--model_alias", "tiny"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "/models", timeout=2).read()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                log.close()
-                raise AssertionError((tmp_path / "server.log").read_text()[-3000:]) from None
-            time.sleep(0.5)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
+    llm = OpenAIInferenceBackend("tiny", timeout=120, max_retries=0)
+    flow = await WorkflowEngine.create(
+        [LocalExecutionBackend(), llm], work_dir=str(tmp_path), handle_signals=False
+    )
 
-
-async def test_prompt_round_trip_and_token_counts_through_llama_cpp(llama_server, tmp_path):
-    llm = await OpenAIInferenceBackend("tiny", base_url=llama_server, timeout=120, max_retries=0)
-    flow = await WorkflowEngine.create(backend=llm, work_dir=str(tmp_path), handle_signals=False)
+    @flow.executable_task(service=True, ready={"http": "/v1/models"}, ready_timeout=180)
+    async def llama_server(model, port):
+        return (
+            f"{sys.executable} -m llama_cpp.server --model {model} --host 127.0.0.1 "
+            f"--port {port} --n_ctx 256 --model_alias tiny"
+        )
 
     @flow.prompt_task(max_tokens=8, temperature=0.0)
     async def ask(topic):
         return f"Tell me about {topic}."
 
-    first, second = ask("cells"), ask("stars")
+    svc = llama_server(str(model))
+    first, second = ask("cells", service=svc), ask("stars", service=svc)
     assert isinstance(await first, str) and isinstance(await second, str)
     for fut in (first, second):
         usage = fut.task["usage"]
@@ -120,4 +100,7 @@ async def test_prompt_round_trip_and_token_counts_through_llama_cpp(llama_server
         assert 1 <= usage["output_tokens"] <= 8
         assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
         assert fut.task["finish_reason"] in ("length", "stop")
+    pid = (await svc).pid
+    assert pid_alive(pid)
     await flow.shutdown()
+    assert await wait_gone(pid)  # the server went with the engine

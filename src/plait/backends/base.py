@@ -64,6 +64,10 @@ class ExecutionBackend(abc.ABC):
             their outputs checked (False for the dry-run backend).
         keeps_results: ``run`` may return a :class:`RemoteResult`: the value stays
             with the backend until needed (the Dask backend).
+        services: who runs ``service=True`` tasks routed here: ``"engine"`` — plait's
+            service manager, on this machine (the local backend); ``"backend"`` — the
+            backend itself, through ``run`` (reference-style backends, the dry run);
+            None — nobody (such a task fails with ``UnsupportedTaskError``).
         pipelines: a function task may be handed over while the dependencies it has on
             this backend still run there: ``run`` receives their :meth:`in_flight`
             handles in place of their results, and the backend itself starts the task
@@ -76,6 +80,7 @@ class ExecutionBackend(abc.ABC):
     reports_running: ClassVar[bool] = False
     runs_work: ClassVar[bool] = True
     keeps_results: ClassVar[bool] = False
+    services: ClassVar[str | None] = None
     pipelines: bool = False
 
     def __init__(self, name: str = "default") -> None:

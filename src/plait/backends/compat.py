@@ -104,6 +104,7 @@ class ReferenceBackend(ExecutionBackend):
     kinds: ClassVar[frozenset[TaskKind]] = frozenset(
         {TaskKind.FUNCTION, TaskKind.EXECUTABLE, TaskKind.PROMPT}
     )
+    services: ClassVar[str | None] = "backend"
     reports_running: ClassVar[bool] = True
 
     def __init__(self, inner: Any) -> None:

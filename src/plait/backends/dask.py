@@ -283,9 +283,9 @@ class DaskExecutionBackend(ExecutionBackend):
                 self.cluster = await _owned_cluster(self._jobqueue.start)
             else:
                 options = {k: v for k, v in self._cluster_options.items() if v is not None}
-                options.setdefault("host", "127.0.0.1")
                 options.setdefault("dashboard_address", ":0")  # a free port, never a clash
-                options.setdefault("processes", True)
+                if options.setdefault("processes", True):  # in-process workers take no host
+                    options.setdefault("host", "127.0.0.1")
                 self.cluster = await _owned_cluster(
                     lambda: distributed.LocalCluster(asynchronous=True, **options)
                 )

@@ -13,7 +13,11 @@ answer is retried with exponential backoff, honouring ``Retry-After``, up to
   ``response_format="json"`` (the reply is parsed; invalid JSON fails the task with
   the raw reply in the error);
 * the reply's details on the task (``fut.task["usage"]``, ``["model"]``,
-  ``["finish_reason"]``, ``["latency_s"]``) and in telemetry (``gen_ai.*`` attributes).
+  ``["finish_reason"]``, ``["latency_s"]``) and in telemetry (``gen_ai.*`` attributes);
+* prompts sent to a model server started in the same workflow (a service task): give
+  the backend ``base_url=`` that service (its future or its ``Service``; it may be set
+  after the engine is made, ``backend.base_url = svc``), or give a prompt task
+  ``service=svc``. The requests go to the service's ``url`` + ``/v1``.
 
 Each task sends one request (retries of a failed request aside) and gets at most one
 reply: no prompt is lost, none is answered twice into the workflow.
@@ -22,6 +26,7 @@ reply: no prompt is lost, none is answered twice into the workflow.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import time
@@ -35,6 +40,7 @@ from plait.errors import (
     ReplyFormatError,
     TaskTimeoutError,
 )
+from plait.services.handle import service_of
 from plait.task import TaskDescription, TaskKind
 
 __all__ = ["OpenAIInferenceBackend"]
@@ -49,7 +55,8 @@ class OpenAIInferenceBackend(ExecutionBackend):
 
     Args:
         model: the default model (a task's ``model=`` overrides it).
-        base_url: the server, e.g. ``http://127.0.0.1:8000/v1``; OpenAI's when None.
+        base_url: the server, e.g. ``http://127.0.0.1:8000/v1``; OpenAI's when None; or a
+            service task's future or ``Service`` (see the module docstring).
         api_key: the key; ``OPENAI_API_KEY`` when None; a local server needs none.
         name: the backend's name (``prompt_task(backend=...)``).
         max_concurrency: requests in flight at once.
@@ -68,7 +75,7 @@ class OpenAIInferenceBackend(ExecutionBackend):
         self,
         model: str | None = None,
         *,
-        base_url: str | None = None,
+        base_url: Any = None,
         api_key: str | None = None,
         name: str = "llm",
         max_concurrency: int = 64,
@@ -92,6 +99,7 @@ class OpenAIInferenceBackend(ExecutionBackend):
         self.defaults = {"system": system, "temperature": temperature, "max_tokens": max_tokens}
         self._client = client
         self._owns_client = client is None
+        self._clients: dict[str, Any] = {}  # one per service URL
         self._slots = asyncio.Semaphore(max_concurrency)
         self._rpm = requests_per_minute
         self._tpm = tokens_per_minute
@@ -100,10 +108,8 @@ class OpenAIInferenceBackend(ExecutionBackend):
 
     async def start(self) -> None:
         """Make the SDK client and the rate limiters."""
-        try:
-            import openai
-        except ImportError as exc:
-            raise MissingDependencyError("OpenAIInferenceBackend", "llm", "openai") from exc
+        if importlib.util.find_spec("openai") is None:
+            raise MissingDependencyError("OpenAIInferenceBackend", "llm", "openai")
         if self._rpm or self._tpm:
             try:
                 from aiolimiter import AsyncLimiter
@@ -113,13 +119,42 @@ class OpenAIInferenceBackend(ExecutionBackend):
                 self._request_limiter = AsyncLimiter(self._rpm, self.rate_period)
             if self._tpm:
                 self._token_limiter = AsyncLimiter(self._tpm, self.rate_period)
-        if self._client is None:
-            self._client = openai.AsyncOpenAI(
-                base_url=self.base_url,
-                api_key=self._api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
-                timeout=self.timeout,
-                max_retries=self.max_retries,
+        if self._client is None and (self.base_url is None or isinstance(self.base_url, str)):
+            self._client = self._new_client(self.base_url)
+
+    def _new_client(self, base_url: str | None) -> Any:
+        import openai
+
+        return openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=self._api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+        )
+
+    async def _client_for(self, task: TaskDescription) -> Any:
+        """The client for ``task``: its service's, the backend's service's, or the default."""
+        target = task.options.service
+        if target is True or target is False:
+            target = self.base_url
+            if target is None or isinstance(target, str):
+                return self._client
+        if isinstance(target, asyncio.Future):
+            target = await target  # a service of this workflow, still starting
+        service = service_of(target)
+        if service is None or service.url is None:
+            raise InvalidTaskError(
+                f"prompt task {task.name!r} ({task.uid}) is sent to {target!r}, which is not "
+                "a service with a URL (a service task whose ready= probe names its port)",
+                task_uid=task.uid,
+                task_name=task.name,
             )
+        await service.available()
+        url = f"{service.url}/v1"
+        client = self._clients.get(url)
+        if client is None:
+            client = self._clients[url] = self._new_client(url)
+        return client
 
     def _request(self, task: TaskDescription) -> dict[str, Any]:
         opts = task.options
@@ -162,11 +197,12 @@ class OpenAIInferenceBackend(ExecutionBackend):
         import openai
 
         request = self._request(task)
+        client = await self._client_for(task)
         async with self._slots:
             await self._limit(request)
             started = time.perf_counter()
             try:
-                response = await self._client.chat.completions.create(**request)
+                response = await client.chat.completions.create(**request)
             except openai.APITimeoutError as exc:
                 raise TaskTimeoutError(
                     f"prompt task {task.name!r} ({task.uid}) got no reply from {self.name!r} "
@@ -217,6 +253,9 @@ class OpenAIInferenceBackend(ExecutionBackend):
             ) from exc
 
     async def shutdown(self) -> None:
-        """Close the SDK client (unless it was passed in)."""
+        """Close the SDK clients (unless one was passed in)."""
         if self._owns_client and self._client is not None:
             await self._client.close()
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()

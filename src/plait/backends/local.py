@@ -136,6 +136,7 @@ class LocalExecutionBackend(ExecutionBackend):
     """
 
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.FUNCTION, TaskKind.EXECUTABLE})
+    services: ClassVar[str | None] = "engine"
 
     def __init__(
         self,

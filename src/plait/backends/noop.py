@@ -25,6 +25,7 @@ class NoopExecutionBackend(ExecutionBackend):
     kinds: ClassVar[frozenset[TaskKind]] = frozenset(
         {TaskKind.FUNCTION, TaskKind.EXECUTABLE, TaskKind.PROMPT}
     )
+    services: ClassVar[str | None] = "backend"
     runs_work: ClassVar[bool] = False
 
     async def run(self, task: TaskDescription) -> Any:

@@ -58,6 +58,8 @@ class EventKind(StrEnum):
     SCOPE_FINISHED = "scope_finished"
     CUSTOM = "custom"
     RESOURCE = "resource"
+    SERVICE_READY = "service_ready"
+    SERVICE_STOPPED = "service_stopped"
     SESSION_STARTED = "session_started"
     SESSION_ENDED = "session_ended"
 
@@ -66,7 +68,9 @@ Record = tuple[EventKind, "TaskDescription | str", float, Any]
 """``(kind, description, time, info)``.
 
 For task events the description is the task's; ``info`` is the exception for
-``failed`` and ``retried``, else ``None``. The other kinds have a string in its place:
+``failed`` and ``retried``, the service's details (pid, port, why it stopped) for
+``service_ready`` and ``service_stopped``, else ``None``. The other kinds have a
+string in its place:
 the workflow id for scope events; the event type for ``custom`` (``info``: the event
 object given to ``TelemetryManager.emit``); the host for ``resource`` (``info``: the
 sample's fields); the session id for ``session_*`` (``info``: the duration, on end).
@@ -184,6 +188,8 @@ class TaskEvent:
 
 def details(desc: TaskDescription, kind: EventKind, info: Any) -> dict[str, Any] | None:
     """Kind-specific details of a task's final event (see :attr:`TaskEvent.data`)."""
+    if kind in (EventKind.SERVICE_READY, EventKind.SERVICE_STOPPED):
+        return dict(info) if isinstance(info, dict) else None
     if kind not in (EventKind.COMPLETED, EventKind.FAILED):
         return None
     data: dict[str, Any] = {}

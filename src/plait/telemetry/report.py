@@ -9,7 +9,9 @@ needed to view it) or, with a ``.png`` output, the charts alone. It shows:
 * concurrency over time (running and waiting tasks) and throughput (completions/s);
 * duration per task name and dependency wait (created to resolved) per task name;
 * CPU and memory over time, from the resource samples;
-* a table of failures with their errors.
+* a table of failures with their errors;
+* services (``service=True`` tasks) as bands on the timeline, from ready to stopped,
+  and a table of them.
 
 Needs matplotlib (``pip install 'plait[report]'``).
 """
@@ -22,7 +24,7 @@ import io
 import json
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +56,24 @@ class TaskRow:
 
 
 @dataclass(slots=True)
+class ServiceSpan:
+    """One service's life: ready (each start) to stopped."""
+
+    uid: str
+    name: str
+    ready: float
+    stopped: float | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
 class Run:
     """A run read back from its checkpoint."""
 
     tasks: list[TaskRow]
     metrics: list[dict[str, Any]]
     origin: float
+    services: list[ServiceSpan] = field(default_factory=list)
 
     @property
     def failures(self) -> list[TaskRow]:
@@ -88,6 +102,7 @@ def load(path: str | Path, *, blocks: bool = False) -> Run:
     """
     rows: dict[str, TaskRow] = {}
     metrics: list[dict[str, Any]] = []
+    services: list[ServiceSpan] = []
     with open(path, encoding="utf-8") as f:
         for number, text in enumerate(f, 1):
             if not text.strip():
@@ -103,13 +118,28 @@ def load(path: str | Path, *, blocks: bool = False) -> Run:
                 metrics.append({**item, "time": item["event_time"]})
             elif event_type in _STEPS and item.get("task_id"):
                 _apply(rows, item, _STEPS[event_type])
+            elif event_type in ("plait.ServiceReady", "plait.ServiceStopped"):
+                _service(services, item)
     if not blocks:
         rows = {uid: row for uid, row in rows.items() if row.kind != "block"}
     if not rows:
         raise ValueError(f"{path} holds no task events: is it a telemetry checkpoint?")
     tasks = sorted(rows.values(), key=lambda t: t.created or t.started or 0.0)
     origin = min(t.created or t.started or math.inf for t in tasks)
-    return Run(tasks, metrics, origin)
+    return Run(tasks, metrics, origin, services)
+
+
+def _service(spans: list[ServiceSpan], item: dict[str, Any]) -> None:
+    uid, when = item.get("task_id") or "?", item["event_time"]
+    attrs = item.get("attributes") or {}
+    if item["event_type"] == "plait.ServiceReady":
+        spans.append(ServiceSpan(uid, str(attrs.get("plait.name", uid)), when))
+        return
+    for span in reversed(spans):
+        if span.uid == uid and span.stopped is None:
+            span.stopped = when
+            span.reason = (attrs.get("plait.data") or {}).get("reason")
+            return
 
 
 def _apply(rows: dict[str, TaskRow], item: dict[str, Any], step: str) -> None:
@@ -165,6 +195,7 @@ def _gantt(ax: Any, run: Run) -> None:
             ax.broken_barh([(start - o, t.end - start)], (y, 0.8), color=_COLORS.get(t.status, "k"))
         ax.set_ylabel("task")
         ax.set_title("Tasks over time (orange: waiting in queue; green/red/grey: running)")
+        _service_bands(ax, run)
         return
     names = _top_names(tasks)
     end = max(t.end or 0.0 for t in tasks) - o
@@ -183,6 +214,23 @@ def _gantt(ax: Any, run: Run) -> None:
     ax.set_yticks([i + 0.5 for i in range(len(names))], names)
     ax.figure.colorbar(image, ax=ax, label="tasks running")
     ax.set_title(f"Tasks running over time, by name ({len(tasks):,} tasks aggregated)")
+    _service_bands(ax, run)
+
+
+def _service_bands(ax: Any, run: Run) -> None:
+    """Each service's life as a band across the timeline, labelled with its name."""
+    if not run.services:
+        return
+    end = max([t.end or 0.0 for t in run.tasks] + [s.stopped or 0.0 for s in run.services])
+    for i, span in enumerate(run.services):
+        stopped = span.stopped if span.stopped is not None else end
+        color = _SERVICE_COLORS[i % len(_SERVICE_COLORS)]
+        ax.axvspan(span.ready - run.origin, stopped - run.origin, color=color, alpha=0.15)
+        ax.text(span.ready - run.origin, 1.0, f" {span.name}", transform=ax.get_xaxis_transform(),
+                va="bottom", fontsize=8, color=color)  # fmt: skip
+
+
+_SERVICE_COLORS = ("#6a1b9a", "#00838f", "#ef6c00", "#283593")
 
 
 def _top_names(tasks: list[TaskRow]) -> list[str]:
@@ -328,6 +376,19 @@ def _page(run: Run, images: list[str]) -> str:
         if failures
         else '<p id="failures">No task failed.</p>'
     )
+    services = "".join(
+        f"<tr><td>{html.escape(s.uid)}</td><td>{html.escape(s.name)}</td>"
+        f"<td>{s.ready - run.origin:.2f}</td>"
+        f"<td>{'' if s.stopped is None else f'{s.stopped - run.origin:.2f}'}</td>"
+        f"<td>{html.escape(s.reason or '')}</td></tr>"
+        for s in run.services
+    )
+    service_table = (
+        '<h2>Services</h2><table id="services"><tr><th>uid</th><th>name</th>'
+        f"<th>ready (s)</th><th>stopped (s)</th><th>why</th></tr>{services}</table>"
+        if services
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>plait run report</title>
 <style>
@@ -338,6 +399,7 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 <h1>plait run report</h1>
 <p id="summary">{len(run.tasks):,} tasks in {wall:.2f} s: {summary}.</p>
 <div id="charts">{"".join(images)}</div>
+{service_table}
 <h2>Failures</h2>
 {table}
 <script>

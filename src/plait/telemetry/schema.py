@@ -112,6 +112,8 @@ TaskRetried = _typed("plait.TaskRetried", error_type="unknown")
 TaskCached = _typed("plait.TaskCached")
 WorkflowStarted = _typed("plait.WorkflowStarted")
 WorkflowFinished = _typed("plait.WorkflowFinished")
+ServiceReady = _typed("plait.ServiceReady")
+ServiceStopped = _typed("plait.ServiceStopped")
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,8 @@ _BY_TYPE: dict[str, type[BaseEvent]] = {
         TaskCached,
         WorkflowStarted,
         WorkflowFinished,
+        ServiceReady,
+        ServiceStopped,
         ResourceUpdate,
     )
 }
@@ -171,6 +175,8 @@ _TASK_TYPES: dict[EventKind, str] = {
     EventKind.CANCELLED: "TaskCanceled",
     EventKind.RETRIED: "plait.TaskRetried",
     EventKind.CACHED: "plait.TaskCached",
+    EventKind.SERVICE_READY: "plait.ServiceReady",
+    EventKind.SERVICE_STOPPED: "plait.ServiceStopped",
 }
 _TERMINAL = frozenset({EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED})
 _STEPS = frozenset({EventKind.RESOLVED, EventKind.QUEUED, EventKind.SUBMITTED, EventKind.STARTED})
@@ -313,6 +319,10 @@ class RhapsodyView:
             base["backend"] = desc.options.backend or self.default_backend
         base["event_type"] = _TASK_TYPES[kind]
         base["task_id"] = uid
+        if kind is EventKind.SERVICE_READY or kind is EventKind.SERVICE_STOPPED:
+            # A service outlives its task: attributes of its own, nothing kept for later.
+            base["attributes"] = {**static_attributes(desc), "plait.data": info}
+            return base
         static = self._static.get(uid)
         if static is None:
             static = self._static[uid] = static_attributes(desc)
