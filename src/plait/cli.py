@@ -10,7 +10,8 @@
   ``PLAIT_BACKEND``), and a report at the end;
 * ``plait report RUN.jsonl -o report.html`` writes a run's report
   (:mod:`plait.telemetry.report`);
-* ``plait graph RUN.jsonl -f mermaid|dot`` writes its DAG (:mod:`plait.telemetry.graph`).
+* ``plait graph RUN.jsonl -f mermaid|dot`` writes its DAG (:mod:`plait.telemetry.graph`);
+* ``plait journal ls|show|forget RUN.db`` looks into a run journal (:mod:`plait.journal.cli`).
 """
 
 from __future__ import annotations
@@ -147,6 +148,44 @@ def _graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _journal(args: argparse.Namespace) -> int:
+    from plait.journal import cli
+
+    try:
+        if args.action == "ls":
+            cli.ls(args.journal, failed=args.failed, name=args.name)
+        elif args.action == "show":
+            cli.show(args.journal, args.key)
+        else:
+            if not (args.keys or args.name or args.failed or args.all):
+                raise ValueError("forget what? give keys, --name NAME, --failed or --all")
+            cli.forget(args.journal, args.keys, name=args.name, failed=args.failed,
+                       everything=args.all)  # fmt: skip
+    except (OSError, LookupError, ValueError, PlaitError) as exc:
+        print(f"plait journal: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _journal_parser(commands: Any) -> None:
+    journal = commands.add_parser("journal", help="list, show or forget a run journal's tasks")
+    actions = journal.add_subparsers(dest="action", required=True)
+    ls = actions.add_parser("ls", help="list the tasks: key, state, name, time, files")
+    ls.add_argument("journal", help="the journal file (plait run --journal FILE)")
+    ls.add_argument("--failed", action="store_true", help="only the tasks that failed")
+    ls.add_argument("--name", help="only the tasks of this name")
+    show = actions.add_parser("show", help="one task in full, with its recorded files")
+    show.add_argument("journal", help="the journal file")
+    show.add_argument("key", help="the task's key, or a unique start of it")
+    forget = actions.add_parser("forget", help="drop tasks, so that they run again")
+    forget.add_argument("journal", help="the journal file")
+    forget.add_argument("keys", nargs="*", help="keys (or unique starts of keys)")
+    forget.add_argument("--name", help="every task of this name")
+    forget.add_argument("--failed", action="store_true", help="every task that failed")
+    forget.add_argument("--all", action="store_true", help="every task")
+    journal.set_defaults(handler=_journal)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``plait`` command line; return the exit status."""
     parser = argparse.ArgumentParser(prog="plait", description="plait workflow engine tools")
@@ -191,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     graph.add_argument("-f", "--format", choices=["mermaid", "dot"], default="mermaid")
     graph.add_argument("-o", "--output", help="write to this file (default: stdout)")
     graph.set_defaults(handler=_graph)
+    _journal_parser(commands)
     args = parser.parse_args(argv)
     init_default_logger(logging.DEBUG if args.verbose else logging.WARNING, style="core")
     return int(args.handler(args))

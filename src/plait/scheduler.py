@@ -59,7 +59,7 @@ from plait.future import (
     settle_result,
 )
 from plait.graph import Node, add_dependent, downstream, release
-from plait.journal import MISSING, Journal, task_key
+from plait.journal import Journal
 from plait.services.manager import ServiceManager
 from plait.signals import Abort
 from plait.staging.files import DataFile
@@ -420,22 +420,13 @@ class Scheduler:
         self.succeed(node, value)
 
     async def _run_journaled(self, node: Node, backend: ExecutionBackend) -> Any:
-        """Run ``node``, or take its result from the run journal if it has one there."""
+        """Run ``node``, or take its result (and files) from the run journal."""
         journal = self.journal
-        key = None if journal is None else self._journal_key(node, backend)
-        if key is None:
+        if journal is None or not self._journaled(node, backend):
             return await self._run_on(node, backend)
-        assert journal is not None
-        value = self._journal_hit(node.desc, key)
-        if value is MISSING:
-            started = _now()
-            try:
-                value = await self._run_on(node, backend)
-            except Exception as exc:
-                journal.record_failure(key, node.desc, exc, started)
-                raise
-            await journal.record(key, node.desc, value, started)
-        return value
+        return await journal.run(
+            node.desc, lambda: self._run_on(node, backend), lambda: self._cached(node.desc)
+        )
 
     async def _run_on(self, node: Node, backend: ExecutionBackend) -> Any:
         desc = node.desc
@@ -455,26 +446,22 @@ class Scheduler:
             self.stager.check_outputs(desc)
         return value
 
-    def _journal_key(self, node: Node, backend: ExecutionBackend) -> str | None:
-        """The task's journal key, or None when it is not journaled (see plait.journal)."""
-        if (
-            not node.desc.options.cache
-            or node.desc.options.service is True
-            or node.files
-            or backend.keeps_results
-            or not backend.runs_work
-        ):
-            return None
-        return task_key(node.desc)
+    @staticmethod
+    def _journaled(node: Node, backend: ExecutionBackend) -> bool:
+        """Whether ``node`` goes through the run journal (see :mod:`plait.journal`)."""
+        opts = node.desc.options
+        return (
+            opts.cache
+            and opts.service is not True
+            and not backend.keeps_results
+            and backend.runs_work
+            and (not node.files or backend.shares_filesystem)
+        )
 
-    def _journal_hit(self, desc: TaskDescription, key: str) -> Any:
-        assert self.journal is not None
-        value = self.journal.lookup(key)
-        if value is not MISSING:
-            publish = self.publish
-            if publish is not None:
-                publish((EventKind.CACHED, desc, _now(), None))
-        return value
+    def _cached(self, desc: TaskDescription) -> None:
+        publish = self.publish
+        if publish is not None:
+            publish((EventKind.CACHED, desc, _now(), None))
 
     async def _run_pipelined(
         self, node: Node, backend: ExecutionBackend, args: tuple[Any, ...], kwargs: dict[str, Any]

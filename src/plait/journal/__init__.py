@@ -6,10 +6,16 @@ committed at once, so that a process killed at any moment loses no finished resu
 The next run of the same script finds each task's result under the task's *key*
 (:mod:`plait.journal.keys`) and uses it instead of running the task again.
 
-Not journaled: tasks with ``cache=False``, tasks that declare ``InputFile`` or
-``OutputFile`` (their files are not kept), blocks (their members are), results that
-stay on a Dask cluster, and values that cannot be pickled (those tasks simply run
-again next time). Writes happen in a thread of their own, never on the event loop.
+Tasks that declare files are journaled with them (:mod:`plait.journal.files`): their
+key counts the files in their sandbox, their outputs are recorded (path, size,
+SHA-256), and on a re-run the outputs are linked into the new sandbox, or the task
+runs again if one is missing or changed. ``plait journal ls|show|forget RUN.db``
+lists, shows and drops entries (:mod:`plait.journal.cli`).
+
+Not journaled: tasks with ``cache=False``, services, blocks (their members are),
+results that stay on a Dask cluster, files on a backend that does not share the
+engine's filesystem, and values that cannot be pickled (those tasks simply run again
+next time). Writes happen in a thread of their own, never on the event loop.
 
 The file (:mod:`plait.journal.store`) is checked before anything is written to it: a
 file that is not a plait journal raises :class:`~plait.errors.JournalError` and is

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import types
 from collections import ChainMap
-from typing import Any, ClassVar
+from typing import Any
 
 import cloudpickle
 
+from plait.staging.files import StagedFile
 from plait.task import TaskDescription, TaskKind
 
 __all__ = ["task_key"]
@@ -52,11 +54,18 @@ def _reduce_code(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
 
 
 class _KeyPickler(cloudpickle.CloudPickler):  # type: ignore[misc]
-    """cloudpickle, with code objects reduced to what they do (see the module docstring)."""
+    """cloudpickle, with code objects reduced to what they do and staged files to their
+    names in ``sandbox`` (see the module docstring); no memo, so equal values give
+    equal bytes."""
 
-    dispatch_table: ClassVar[ChainMap[Any, Any]] = ChainMap(
-        {types.CodeType: _reduce_code}, cloudpickle.CloudPickler.dispatch_table
-    )
+    def __init__(self, file: io.BytesIO, sandbox: str | None) -> None:
+        # Before the base __init__: the C pickler reads its dispatch table there, once.
+        self.dispatch_table = ChainMap(
+            {types.CodeType: _reduce_code, StagedFile: _staged(sandbox)},
+            cloudpickle.CloudPickler.dispatch_table,
+        )
+        super().__init__(file, protocol=5)
+        self.fast = True
 
 
 def _code_identity(func: Any) -> tuple[Any, ...]:
@@ -80,7 +89,17 @@ def _code_identity(func: Any) -> tuple[Any, ...]:
     )
 
 
-def _stable_pickle(obj: Any) -> bytes:
+def _staged(sandbox: str | None) -> Any:
+    """Reduces a staged file to its name in the task's sandbox (not the run's path)."""
+
+    def reduce(path: StagedFile) -> tuple[Any, tuple[Any, ...]]:
+        name = os.path.relpath(path, sandbox) if sandbox else path.filename
+        return _code, ("staged file", name)
+
+    return reduce
+
+
+def _stable_pickle(obj: Any, sandbox: str | None = None) -> bytes:
     """Pickle ``obj`` without the memo, so equal values give equal bytes.
 
     With the memo, an object met twice is written once and then referred to, so the
@@ -89,14 +108,15 @@ def _stable_pickle(obj: Any) -> bytes:
     from one run to the next.
     """
     buffer = io.BytesIO()
-    pickler = _KeyPickler(buffer, protocol=5)
-    pickler.fast = True
-    pickler.dump(obj)
+    _KeyPickler(buffer, sandbox).dump(obj)
     return buffer.getvalue()
 
 
-def task_key(task: TaskDescription) -> str | None:
-    """The journal key of ``task``; None when its inputs cannot be pickled."""
+def task_key(task: TaskDescription, files: list[tuple[str, int, int]] | None = None) -> str | None:
+    """The journal key of ``task``; None when its inputs cannot be pickled.
+
+    ``files``: the manifest of its sandbox, for a task that runs in one.
+    """
     opts = task.options
     parts: tuple[Any, ...] = (
         task.kind.value,
@@ -106,11 +126,16 @@ def task_key(task: TaskDescription) -> str | None:
         task.kwargs,
     )
     if task.kind is TaskKind.EXECUTABLE:
-        parts += (task.command, opts.shell, opts.cwd, dict(opts.env or {}))
+        command = task.command
+        if command is not None and task.sandbox:  # staged paths in it name this run
+            command = command.replace(task.sandbox, "<sandbox>")
+        parts += (command, opts.shell, opts.cwd, dict(opts.env or {}))
     elif task.kind is TaskKind.PROMPT:
         parts += (task.prompt, opts.model, opts.system, opts.temperature, opts.max_tokens,
                   opts.response_format)  # fmt: skip
+    if files is not None:
+        parts += (tuple(files),)
     try:
-        return hashlib.sha256(_stable_pickle(parts)).hexdigest()
+        return hashlib.sha256(_stable_pickle(parts, task.sandbox)).hexdigest()
     except Exception:  # an argument that cannot be pickled, or one that contains itself
         return None

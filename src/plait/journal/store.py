@@ -236,6 +236,11 @@ class Store:
                 (key, name, uid, kind, state, value, error, started, finished, json.dumps(files)),
             )
 
+    def move_files(self, key: str, files: list[dict[str, Any]]) -> None:
+        """Record new paths of a task's outputs."""
+        with self._db() as db, db:
+            db.execute("UPDATE tasks SET files = ? WHERE key = ?", (json.dumps(files), key))
+
     def entries(self) -> Iterator[Entry]:
         """Every task in the journal, oldest first."""
         with self._db() as db:
