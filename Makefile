@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test test-llm fuzz lint bench clean browser slurm-up slurm-down
+.PHONY: demo test test-llm fuzz lint bench clean browser slurm-up slurm-down docs docs-build
 
 # A single-node Slurm for tests/hpc and examples/slurm_pipeline.py (root only).
 slurm-up:
@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 # Lint, type-check and run the whole test suite. On a root machine a single-node Slurm
 # is started for tests/hpc (and stopped at the end); elsewhere those tests are
 # deselected and pytest's summary says why.
-test: $(VENV)/.installed lint browser
+test: $(VENV)/.installed lint docs-build browser
 	scripts/slurm-up
 	@if [ "$$(id -u)" = 0 ]; then export PLAIT_REQUIRE_HPC=1; fi; \
 	status=0; $(PY) -m pytest || status=$$?; scripts/slurm-down; exit $$status
@@ -44,13 +44,21 @@ fuzz: $(VENV)/.installed
 	PLAIT_FUZZ=1 PLAIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest \
 		tests/integration/test_differential.py --timeout 0
 
+# The documentation site (mkdocs-material + mkdocstrings): built with --strict (any
+# warning fails) by make test; served with live reload by make docs.
+docs-build: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
 # Headless Chromium for the report test (installed with apt-get when run as root).
 browser:
 	scripts/ensure-chromium
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks examples scripts
 	$(VENV)/bin/mypy
 
 # Side-by-side benchmarks: plait vs raw asyncio vs radical.asyncflow, telemetry, prompts.

@@ -247,7 +247,9 @@ class DaskExecutionBackend(ExecutionBackend):
             jobs: how many jobs to start at once (each runs ``processes`` workers).
             adapt: ``(minimum, maximum)`` jobs: scale with the load instead, down to
                 ``minimum`` (0 is allowed) when idle.
-            name, shares_filesystem, max_in_flight: as for the constructor.
+            name: as for the constructor.
+            shares_filesystem: as for the constructor.
+            max_in_flight: as for the constructor.
             **job_options: dask-jobqueue's options for each job: ``cores``, ``memory``,
                 ``walltime``, ``queue``, ``account``, ``processes``, ``log_directory``,
                 ``job_extra_directives``, ``worker_extra_args``, ...

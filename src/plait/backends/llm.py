@@ -64,7 +64,9 @@ class OpenAIInferenceBackend(ExecutionBackend):
         tokens_per_minute: a token rate limit (estimated before sending), or None.
         timeout: seconds to wait for one reply before the task fails.
         max_retries: retries of a request answered 429, 5xx, or not at all.
-        system, temperature, max_tokens: defaults for tasks that set none.
+        system: the system message of tasks that set none.
+        temperature: the temperature of tasks that set none.
+        max_tokens: the reply's most tokens, for tasks that set none.
         client: an ``openai.AsyncOpenAI`` to use instead of making one.
     """
 
