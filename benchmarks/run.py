@@ -33,6 +33,7 @@ WORKLOADS: dict[str, tuple[int, int, Any, str]] = {
     "W2": (2_000, 100, lambda n: n, "<= 30 us/hop"),
     "W3": (5_000, 500, lambda n: n + 1, "<= 5x raw"),
     "W4": (500, 100, lambda n: n, "<= 1.3x raw"),
+    "W4L": (10_000, 0, lambda n: n, "<= 0.7x raw"),
     "W5": (50, 10, lambda n: n * n, "<= 5x raw"),
     "W6": (10_000, 0, lambda n: n, "-"),
     "M1": (100_000, 5_000, lambda n: n, "< 2 KiB retained/task"),
@@ -43,6 +44,8 @@ DESCRIPTIONS = {
     "W2": "a chain (us per hop)",
     "W3": "fan-out then one fan-in",
     "W4": "/bin/true executables",
+    "W4L": "10,000 /bin/true exec'd without a shell (raw: create_subprocess_exec; threads: "
+    "a 32-thread pool calling subprocess.run)",
     "W5": "wavefront DAG (side x side)",
     "W6": "sync def tasks in a thread pool",
     "M1": "memory of finished tasks",
@@ -60,6 +63,8 @@ async def _measure(system: str, workload: str, size: int, repeats: int) -> dict[
         if system == "raw":
             fn = w.m1_raw if workload == "M1" else w.RAW[workload]
             runs.append(await fn(size))
+        elif system == "threads":
+            runs.append(await w.THREADS[workload](size))
         else:
             flow = await w.make_engine(system)
             fn = w.m1_engine if workload == "M1" else w.ON_ENGINE[workload]
@@ -106,8 +111,13 @@ def main() -> None:
     for workload in chosen:
         size, ref_size, count, target = WORKLOADS[workload]
         raw_us = None
-        for system in systems:
+        sys.path.insert(0, str(HERE))
+        import workloads
+
+        extra = ["threads"] if workload in workloads.THREADS else []
+        for system in systems[:1] + extra + systems[1:]:
             n = ref_size if system == "asyncflow" else size
+            n = n if system != "threads" else size
             if n == 0:
                 note = "(not supported by the reference's local backend)"
                 print(f"{workload:<5}{system:<11}{'-':>8}  {note}")

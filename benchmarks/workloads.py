@@ -137,6 +137,54 @@ async def w4_engine(flow: Any, n: int) -> float:
     return time.perf_counter() - start
 
 
+# -- W4L: many executables, exec'd without a shell ---------------------------------------
+
+
+async def w4l_raw(n: int) -> float:
+    from plait.backends.local import default_max_processes
+
+    # As many at once as plait allows itself: 10,000 at once run out of open files.
+    slots = asyncio.Semaphore(default_max_processes())
+
+    async def true() -> None:
+        async with slots:
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/true", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+            await proc.communicate()
+
+    start = time.perf_counter()
+    await asyncio.gather(*[true() for _ in range(n)])
+    return time.perf_counter() - start
+
+
+async def w4l_threads(n: int) -> float:
+    import subprocess
+
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        start = time.perf_counter()
+        await asyncio.gather(
+            *[
+                loop.run_in_executor(
+                    pool, lambda: subprocess.run(["/bin/true"], capture_output=True)
+                )
+                for _ in range(n)
+            ]
+        )
+        return time.perf_counter() - start
+
+
+async def w4l_engine(flow: Any, n: int) -> float:
+    @flow.executable_task(shell=False)
+    async def true() -> str:
+        return "/bin/true"
+
+    start = time.perf_counter()
+    await asyncio.gather(*[true() for _ in range(n)])
+    return time.perf_counter() - start
+
+
 # -- W5: a wavefront: cell (i, j) needs (i-1, j) and (i, j-1) ------------------------------
 
 
@@ -288,15 +336,20 @@ RAW = {
     "W2": w2_raw,
     "W3": w3_raw,
     "W4": w4_raw,
+    "W4L": w4l_raw,
     "W5": w5_raw,
     "W6": w6_raw,
     "S1": s1_raw,
 }
+THREADS = {"W4L": w4l_threads}
+"""Workloads with a third system: a thread pool calling the blocking API."""
+
 ON_ENGINE = {
     "W1": w1_engine,
     "W2": w2_engine,
     "W3": w3_engine,
     "W4": w4_engine,
+    "W4L": w4l_engine,
     "W5": w5_engine,
     "W6": w6_engine,
     "S1": s1_engine,

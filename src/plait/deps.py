@@ -134,6 +134,17 @@ def substitute(
     Raises:
         TypeError: a result put into a set (or used as a dict key) is not hashable.
     """
-    new_args = tuple(a if (s := _sub(a, files)) is _MISSING else s for a in args)
-    new_kwargs = {k: v if (s := _sub(v, files)) is _MISSING else s for k, v in kwargs.items()}
-    return new_args, new_kwargs
+    new_args = []
+    for arg in args:
+        if type(arg) in _SCALARS:
+            new_args.append(arg)
+        else:
+            sub = _sub(arg, files)
+            new_args.append(arg if sub is _MISSING else sub)
+    if not kwargs:
+        return tuple(new_args), kwargs
+    new_kwargs = {}
+    for key, value in kwargs.items():
+        sub = _MISSING if type(value) in _SCALARS else _sub(value, files)
+        new_kwargs[key] = value if sub is _MISSING else sub
+    return tuple(new_args), new_kwargs

@@ -18,6 +18,14 @@ The path of one call:
    failure fails every transitive dependent with :class:`DependencyFailureError`; a
    cancellation cancels them (and, for a block, its members).
 
+Launching is bounded, not deferred: at most ``LAUNCH_AHEAD`` launched tasks wait to
+take their first step at any moment. A burst beyond that (a million calls in one
+loop iteration) waits in a FIFO as plain nodes and is launched as the launched ones
+start — every ready task still starts within a few loop iterations, and no running
+task holds the queue. A waiting node costs four small objects; a launched one, its
+asyncio task, coroutine, handle and context too, and the garbage collector walks
+every live object again and again as a burst grows.
+
 No step polls or sleeps (retries wait their backoff, nothing else does). The hot path
 formats no log message and checks no types beyond what routing needs.
 """
@@ -25,12 +33,13 @@ formats no log message and checks no types beyond what routing needs.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
 import inspect
 import itertools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from time import time as _now
@@ -80,6 +89,8 @@ __all__ = ["Scheduler"]
 logger = logging.getLogger(__name__)
 
 _NO_KWARGS: dict[str, Any] = {}
+LAUNCH_AHEAD = 512
+"""The most launched tasks waiting to take their first step (see the module docstring)."""
 _FILE_TYPES = (DataFile,)
 _OPTION_KEYS = OPTION_NAMES - {"backend", "capture_stdio", "service", "name"}
 """``task_description`` keys that set plait options (the rest are backend hints)."""
@@ -131,6 +142,12 @@ class Scheduler:
         self.default = default
         self.live: dict[str, Node] = {}
         self._counter = itertools.count(1)
+        self._backlog: collections.deque[Node] = collections.deque()  # ready, not launched
+        # Where tasks of one options object go (the options are kept, so ids stay theirs).
+        self._routed: dict[tuple[int, TaskKind], tuple[TaskOptions, ExecutionBackend]] = {}
+        self._ahead = 0  # launched, not started yet
+        # Results kept on a cluster need fetching or handing over before a task runs.
+        self._remote = any(b.keeps_results for b in backends.values())
         # Set by the engine's EventBus while anybody listens; None costs one test per step.
         self.publish: Callable[[Record], None] | None = None
         # Per engine, so that two engines in one process never see each other's scopes.
@@ -164,7 +181,7 @@ class Scheduler:
                 error = exc
         desc = TaskDescription(
             uid,
-            options.name or tmpl.name,
+            tmpl.name if options is tmpl.options else (options.name or tmpl.name),
             kind,
             tmpl.func,
             args,
@@ -176,7 +193,13 @@ class Scheduler:
         )
         backend = None
         if error is None and kind is not TaskKind.BLOCK:
-            backend, error = self._route(desc, options)
+            routed = self._routed.get((id(options), kind))
+            if routed is not None:
+                backend = routed[1]
+            else:
+                backend, error = self._route(desc, options)
+                if backend is not None:  # the same options always go the same way
+                    self._routed[id(options), kind] = (options, backend)
         if kind is TaskKind.BLOCK:
             fut: PlaitFuture[Any] = BlockFuture(self.loop, desc, self)
         elif backend is not None and backend.keeps_results:
@@ -278,7 +301,10 @@ class Scheduler:
             return None
         node.has_deps = True
         node.deps = tuple(found.futures.values())
-        desc.depends_on = tuple(getattr(d, "uid", None) or f"external-{id(d):x}" for d in node.deps)
+        if self.publish is not None:  # only telemetry reads them, from the created event
+            desc.depends_on = tuple(
+                getattr(d, "uid", None) or f"external-{id(d):x}" for d in node.deps
+            )
         pipe = (
             backend is not None
             and backend.pipelines
@@ -294,7 +320,7 @@ class Scheduler:
                 # Its input may be in flight only if it runs there too, in one attempt.
                 pipe = pipe and dep_node.backend is backend and dep_node.desc.options.is_plain
             elif isinstance(dep, ClusterFuture) and dep.remote is not None:
-                pass  # finished where its backend keeps the result: ready
+                self._remote = True  # finished where another engine's cluster keeps it
             elif dep.done():
                 if dep.cancelled():
                     return asyncio.CancelledError()
@@ -367,15 +393,37 @@ class Scheduler:
             if not node.pipelined:  # a pipelined node's inputs resolve later
                 publish((EventKind.RESOLVED, node.desc, now, None))
             publish((EventKind.QUEUED, node.desc, now, None))
+        if self._ahead >= LAUNCH_AHEAD or self._backlog:
+            self._backlog.append(node)  # launched as those ahead of it start
+            return
+        self._ahead += 1
         node.runner = self.loop.create_task(self._execute(node), context=node.context)
 
+    def _launch_waiting(self) -> None:
+        """Launch waiting nodes, in order, while fewer than ``LAUNCH_AHEAD`` wait to start."""
+        backlog = self._backlog
+        create_task = self.loop.create_task
+        while backlog and self._ahead < LAUNCH_AHEAD:
+            node = backlog.popleft()
+            if node.future.done():  # cancelled (or failed) while it waited
+                continue
+            self._ahead += 1
+            node.runner = create_task(self._execute(node), context=node.context)
+
     async def _execute(self, node: Node) -> None:
+        self._ahead -= 1
+        if self._backlog and self._ahead <= LAUNCH_AHEAD // 2:  # refill by halves
+            self._launch_waiting()
         desc = node.desc
         try:
             staged = None
             backend = node.backend
             if (
-                (node.files or node.deps or desc.options.capture_stdio)
+                (
+                    node.files
+                    or desc.options.capture_stdio
+                    or (node.deps and desc.kind is TaskKind.EXECUTABLE)  # implicit data
+                )
                 and backend is not None
                 and backend.runs_work
                 and self.stager.wants_sandbox(desc, node.files, node.deps)
@@ -383,7 +431,7 @@ class Scheduler:
                 staged = await self.stager.prepare(
                     desc, node.files, node.deps, copy=not backend.shares_filesystem
                 )
-            if node.has_deps:
+            if node.has_deps and (self._remote or node.pipelined):
                 staged = await self._remote_inputs(node, backend, staged)
             args, kwargs = desc.args, desc.kwargs  # as called: a pipelined rerun needs them
             if node.has_deps or staged:
@@ -404,6 +452,10 @@ class Scheduler:
                     await build(desc)
                 if node.pipelined:
                     value = await self._run_pipelined(node, backend, args, kwargs)
+                elif self.journal is None:
+                    value = await self._hand_over(node, backend)
+                    if desc.outputs:
+                        self.stager.check_outputs(desc)
                 else:
                     value = await self._run_journaled(node, backend)
         except asyncio.CancelledError:
@@ -429,6 +481,17 @@ class Scheduler:
         )
 
     async def _run_on(self, node: Node, backend: ExecutionBackend) -> Any:
+        value = await self._hand_over(node, backend)
+        if node.desc.outputs:
+            self.stager.check_outputs(node.desc)
+        return value
+
+    def _hand_over(self, node: Node, backend: ExecutionBackend) -> Awaitable[Any]:
+        """Hand ``node`` to ``backend`` (its events, its state); return what gives its result.
+
+        Not a coroutine itself: the caller awaits the backend's work directly, one
+        coroutine fewer per task.
+        """
         desc = node.desc
         publish = self.publish
         if publish is not None:
@@ -439,12 +502,9 @@ class Scheduler:
             fut = node.future
             desc.wanted = isinstance(fut, ClusterFuture) and fut.wanted
         if desc.options.is_plain:
-            value = await backend.run(desc)
-        else:
-            value = await run_attempts(desc, backend, self._retrying)
-        if desc.outputs:
-            self.stager.check_outputs(desc)
-        return value
+            body = backend.direct(desc)  # the body itself, when nothing need wrap it
+            return backend.run(desc) if body is None else body
+        return run_attempts(desc, backend, self._retrying)
 
     @staticmethod
     def _journaled(node: Node, backend: ExecutionBackend) -> bool:
@@ -671,6 +731,7 @@ class Scheduler:
 
     def cancel_all(self) -> list[asyncio.Task[None]]:
         """Cancel every unfinished node; return the runners to wait for."""
+        self._backlog.clear()
         nodes = list(self.live.values())
         runners = [n.runner for n in nodes if n.runner is not None and not n.runner.done()]
         for node in nodes:

@@ -20,7 +20,7 @@ import asyncio
 import inspect
 import shlex
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -105,14 +105,15 @@ class TaskOptions:
     cache: bool = True
     ready: Mapping[str, Any] | None = None
     ready_timeout: float = 60.0
+    is_plain: bool = field(init=False, repr=False, compare=False)
+    """True when no option asks the engine for more than one bare attempt (derived)."""
 
-    @property
-    def is_plain(self) -> bool:
-        """True when no option asks the engine for more than one bare attempt."""
-        return self.timeout is None and self.retries == 0
+    def __post_init__(self) -> None:
+        # Read on every run: kept as a field rather than computed each time.
+        object.__setattr__(self, "is_plain", self.timeout is None and self.retries == 0)
 
 
-OPTION_NAMES: frozenset[str] = frozenset(f.name for f in fields(TaskOptions))
+OPTION_NAMES: frozenset[str] = frozenset(f.name for f in fields(TaskOptions) if f.init)
 """Names accepted as plait options on decorators, at call time and in ``task_description``."""
 
 _CHECKS: dict[str, tuple[tuple[type, ...], bool]] = {
@@ -197,11 +198,8 @@ class TaskTemplate:
     description: Mapping[str, Any]
     is_async: bool
     call_options: frozenset[str]
-
-    @property
-    def name(self) -> str:
-        """The task's name: ``options.name`` or the function's ``__name__``."""
-        return self.options.name or str(getattr(self.func, "__name__", type(self.func).__name__))
+    name: str
+    """The task's name: ``options.name`` or the function's ``__name__``."""
 
     @classmethod
     def build(cls, func: Callable[..., Any], kind: TaskKind, options: TaskOptions) -> TaskTemplate:
@@ -236,6 +234,7 @@ class TaskTemplate:
             description=description,
             is_async=is_async,
             call_options=OPTION_NAMES - set(params),
+            name=options.name or str(getattr(func, "__name__", type(func).__name__)),
         )
 
 

@@ -7,7 +7,8 @@ import time
 import pytest
 from tests.support import wait_gone, wait_text
 
-from plait.errors import CommandError, InvalidTaskError, TaskTimeoutError
+from plait import LocalExecutionBackend, WorkflowEngine
+from plait.errors import CommandError, ConfigurationError, InvalidTaskError, TaskTimeoutError
 
 
 async def test_stdout_is_the_result_with_its_trailing_newline(flow):
@@ -212,3 +213,29 @@ async def test_max_processes_bounds_commands_and_priority_orders_the_queue(tmp_p
     await asyncio.gather(first, *rest)
     assert log.read_text().split() == ["first", "high", "mid", "low"]
     await flow.shutdown()
+
+
+async def test_max_starting_spaces_out_starts_but_caps_no_running_commands(tmp_path):
+    from plait.backends.local import STARTUP_WINDOW
+
+    backend = LocalExecutionBackend(max_starting=1)
+    flow = await WorkflowEngine.create(backend, work_dir=str(tmp_path), handle_signals=False)
+    stamps = tmp_path / "stamps"
+
+    @flow.executable_task
+    async def nap(i):
+        return f"date +%s.%N >> {stamps}; sleep 1"
+
+    started = time.monotonic()
+    await asyncio.gather(*(nap(i) for i in range(20)))
+    took = time.monotonic() - started
+    await flow.shutdown()
+    times = sorted(float(t) for t in stamps.read_text().split())
+    assert len(times) == 20
+    assert took < 1 + 20 * STARTUP_WINDOW + 1.5  # all 20 ran at once, not one by one
+    assert times[-1] - times[0] >= 19 * STARTUP_WINDOW * 0.8  # one start per window
+
+
+def test_max_starting_must_be_a_positive_int():
+    with pytest.raises(ConfigurationError, match="max_starting"):
+        LocalExecutionBackend(max_starting=0)

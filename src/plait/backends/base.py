@@ -120,6 +120,15 @@ class ExecutionBackend(abc.ABC):
         """Whether tasks on this backend can take ``result`` where it lies (no fetch)."""
         return False
 
+    def direct(self, task: TaskDescription) -> Awaitable[Any] | None:
+        """The work of ``task`` as an awaitable the engine awaits in place of ``run``, or None.
+
+        A backend that can give a task's body as it is, with nothing to wrap around it
+        (the local backend, for an ``async def`` body), saves the engine a layer of
+        coroutines per task. Only asked for plain tasks (no retries, no timeout).
+        """
+        return None
+
     def in_flight(self, task: TaskDescription) -> Any | None:
         """The handle of ``task``'s current attempt while it runs here, or None.
 

@@ -11,10 +11,14 @@
   in it: those tasks fail with :class:`~plait.errors.WorkerLostError` (and are tried
   again if their ``retries`` allow), and a new pool of the same kind takes its place
   for the tasks that come after.
-* Executables run as asyncio subprocesses (see :mod:`plait.backends.process`), at most
+* Executables run as subprocesses (see :mod:`plait.backends.process`), at most
   ``max_processes`` at once; the others wait for a slot, higher ``priority`` first.
   The default is derived from the open-file limit, so a fan-out of thousands of
-  commands queues instead of failing with "Too many open files".
+  commands queues instead of failing with "Too many open files". Of those, at most
+  ``max_starting`` may be in their first ``STARTUP_WINDOW`` seconds at once (four per
+  CPU by default): a burst of short commands starts as fast as the machine can start
+  processes, rather than thousands at once fighting over its CPUs, and a long-running
+  command gives its place up after those first moments.
 * A task with ``resources=`` (``cpus``, ``gpus``, ``memory``) waits until that much is
   free in the backend's pool (see :mod:`plait.backends.resources`) and holds it while
   it runs; a request larger than the pool fails that task at once.
@@ -26,12 +30,14 @@ thread): its future is cancelled at once and the thread's eventual result is dro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
 import os
 import resource
 import traceback
+from collections.abc import AsyncIterator, Awaitable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, ClassVar
@@ -60,6 +66,9 @@ SHUTDOWN_WAIT = 10.0
 
 FDS_PER_PROCESS = 8
 """Open files one running command may need in the engine (pipes, watcher, spare)."""
+
+STARTUP_WINDOW = 0.02
+"""Seconds a new command counts as starting (see ``max_starting``)."""
 
 
 def default_max_processes() -> int:
@@ -126,6 +135,8 @@ class LocalExecutionBackend(ExecutionBackend):
         name: the backend's name.
         max_processes: how many commands may run at once; by default as many as the
             open-file limit allows (``(RLIMIT_NOFILE - 64) // 8``).
+        max_starting: how many commands may be starting at once (in their first
+            ``STARTUP_WINDOW`` seconds); four per CPU by default.
         cpus: CPUs shared by tasks that ask for ``resources={"cpus": n}``; all of the
             machine's by default.
         gpus: GPUs shared likewise; none by default.
@@ -144,6 +155,7 @@ class LocalExecutionBackend(ExecutionBackend):
         name: str = "default",
         *,
         max_processes: int | None = None,
+        max_starting: int | None = None,
         cpus: float | None = None,
         gpus: float = 0,
         memory: float | None = None,
@@ -152,6 +164,9 @@ class LocalExecutionBackend(ExecutionBackend):
         if max_processes is not None and (not isinstance(max_processes, int) or max_processes < 1):
             raise ConfigurationError(f"max_processes must be a positive int, got {max_processes!r}")
         self.processes = PrioritySlots(max_processes or default_max_processes())
+        if max_starting is not None and (not isinstance(max_starting, int) or max_starting < 1):
+            raise ConfigurationError(f"max_starting must be a positive int, got {max_starting!r}")
+        self._starting = asyncio.Semaphore(max_starting or 4 * (os.cpu_count() or 1))
         self.resources = ResourcePool(
             {
                 "cpus": cpus if cpus is not None else (os.cpu_count() or 1),
@@ -168,6 +183,13 @@ class LocalExecutionBackend(ExecutionBackend):
             )
         self.executor = executor
         self._in_processes = isinstance(executor, ProcessPoolExecutor)
+
+    def direct(self, task: TaskDescription) -> Awaitable[Any] | None:
+        """An ``async def`` body on this loop, needing no resources: the body's coroutine."""
+        if task.is_async and task.kind is TaskKind.FUNCTION and not self._in_processes:
+            if not task.options.resources:
+                return task.func(*task.args, **task.kwargs)  # type: ignore[no-any-return]
+        return None
 
     async def run(self, task: TaskDescription) -> Any:
         """Run one function or executable task (see the module docstring)."""
@@ -186,7 +208,7 @@ class LocalExecutionBackend(ExecutionBackend):
 
     async def _run(self, task: TaskDescription) -> Any:
         if task.kind is TaskKind.EXECUTABLE:
-            async with self.processes.hold(task.options.priority):
+            async with self.processes.hold(task.options.priority), self._starting_place():
                 return await run_task_command(task)
         if self._in_processes:
             return await self._run_in_process(task)
@@ -198,6 +220,26 @@ class LocalExecutionBackend(ExecutionBackend):
         if inspect.isawaitable(result):  # a plain def that returned a coroutine
             result = await result
         return result
+
+    @contextlib.asynccontextmanager
+    async def _starting_place(self) -> AsyncIterator[None]:
+        """Hold a starting place until the command ends or ``STARTUP_WINDOW`` has passed."""
+        starting = self._starting
+        await starting.acquire()
+        held = True
+
+        def give_up() -> None:
+            nonlocal held
+            if held:
+                held = False
+                starting.release()
+
+        timer = asyncio.get_running_loop().call_later(STARTUP_WINDOW, give_up)
+        try:
+            yield
+        finally:
+            timer.cancel()
+            give_up()
 
     async def _run_in_process(self, task: TaskDescription) -> Any:
         payload = cloudpickle.dumps((task.func, task.args, task.kwargs))
