@@ -50,6 +50,9 @@ FLUSH_AT_RECORDS = 200_000
 SIZE_CHECK_INTERVAL = 0.5
 WRITE_CHUNK = 1_000
 _ENDED = frozenset({EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED})
+_QUIET_STEPS = frozenset({EventKind.RESOLVED, EventKind.QUEUED, EventKind.SUBMITTED})
+"""Steps that open or close no span and start no clock: only their line is written."""
+_UNCOUNTED = _QUIET_STEPS - {EventKind.SUBMITTED} | {EventKind.CREATED}
 
 
 def _open_for_append(path: Path) -> IO[bytes]:
@@ -153,6 +156,8 @@ class Tally:
     def add(self, records: list[Record]) -> None:
         counts, starts = self.counts, self._starts
         for kind, desc, when, info in records:
+            if kind in _UNCOUNTED:
+                continue
             if isinstance(desc, str):
                 if kind is EventKind.RESOURCE and info.get("gpu_id") is None:
                     self.last_resource[desc] = info
@@ -425,10 +430,16 @@ class TelemetryManager:
         out = self._file
         encoder, spans = self._encoder, self._spans
         encode, span_of, span, trace = encoder.line, spans.span_of, spans.add, spans.trace_hex
+        step = encoder.step_line
         for start in range(0, len(records), WRITE_CHUNK):
             lines = []
             encoder.emit_time = time.time()  # when this chunk is written
             for record in records[start : start + WRITE_CHUNK]:
+                if record[0] in _QUIET_STEPS:  # most lines: nothing for the spans to do
+                    encoded = step(record)
+                    if encoded is not None:
+                        lines.append(encoded)
+                        continue
                 encoded = encode(record, trace, span_of(record))
                 if encoded is not None:
                     lines.append(encoded)

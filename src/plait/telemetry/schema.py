@@ -356,21 +356,11 @@ class RhapsodyView:
         their id, type and times: their lines are formatted around the task's constant
         part, encoded once when the task's ``TaskCreated`` line is.
         """
-        kind, desc, when, _ = record
-        if kind in _STEPS and not isinstance(desc, str):
-            constant = self._fragments.get(desc.uid)
-            if constant is not None:
-                if kind is EventKind.STARTED:
-                    self._starts[desc.uid] = when
-                step = _TASK_TYPES[kind]
-                head = {
-                    "event_id": _ID_FORMAT % next(_ids),
-                    "event_type": step,
-                    "name": step,
-                    "event_time": when,
-                    "emit_time": self.emit_time or time.time(),
-                }
-                return spliced(head, constant)
+        kind, desc = record[0], record[1]
+        if kind in _STEPS:
+            encoded = self.step_line(record)
+            if encoded is not None:
+                return encoded
         fields = self.fields(record)
         if fields is None:
             return None
@@ -393,6 +383,30 @@ class RhapsodyView:
         elif kind in _TERMINAL and not isinstance(desc, str):
             self._fragments.pop(desc.uid, None)
         return line(fields)
+
+    def step_line(self, record: Record) -> bytes | None:
+        """The line of a task's middle step, formatted around the task's constant part.
+
+        None when that part is not known (the task's ``TaskCreated`` line was not made
+        here, or the record is not a task's): :meth:`line` then makes the whole line.
+        """
+        kind, desc, when, _ = record
+        if isinstance(desc, str):
+            return None
+        constant = self._fragments.get(desc.uid)
+        if constant is None:
+            return None
+        if kind is EventKind.STARTED:
+            self._starts[desc.uid] = when
+        step = _TASK_TYPES[kind]
+        head = {
+            "event_id": _ID_FORMAT % next(_ids),
+            "event_type": step,
+            "name": step,
+            "event_time": when,
+            "emit_time": self.emit_time or time.time(),
+        }
+        return spliced(head, constant)
 
     def _session_level(
         self, base: dict[str, Any], kind: EventKind, name: str, info: Any
