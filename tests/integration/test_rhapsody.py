@@ -8,8 +8,10 @@ import pytest
 from distributed import LocalCluster
 from rhapsody.backends import ConcurrentExecutionBackend
 from rhapsody.backends.execution import DaskExecutionBackend as RhapsodyDask
+from tests.support import marked, new_mark, survivors
 
 from plait import WorkflowEngine
+from plait.backends.tracked import CommandTracker
 from plait.errors import CommandError, DependencyFailureError
 
 
@@ -109,3 +111,29 @@ async def test_a_command_cancelled_on_rhapsody_is_killed_though_rhapsody_leaves_
     for proc in left:
         proc.kill()
     assert left == []
+
+
+@pytest.mark.parametrize("leader", [False, True], ids=["in-backend-group", "own-session"])
+async def test_the_tracker_stops_a_command_however_its_backend_started_it(leader):
+    # A backend that starts each command in a session of its own makes plait's wrapper
+    # a group leader, so ``setsid`` forks and the command leads a group below it: the
+    # tracker must stop that group too, not just the wrapper.
+    mark = new_mark()
+    tracker = CommandTracker()
+    task = {"uid": "task.000001", "executable": "sleep", "arguments": [mark]}
+    tracker.wrap(task)
+    proc = await asyncio.create_subprocess_exec(
+        task["executable"], *task["arguments"], start_new_session=leader
+    )
+    try:
+        while not marked(mark):  # noqa: ASYNC110 - nothing tells when it has started
+            await asyncio.sleep(0.02)
+        (command,) = marked(mark)
+        assert (command.pid == proc.pid) is not leader  # setsid forked only for a leader
+        await tracker.stop("task.000001", 0.5, running=True)
+        assert await survivors(mark) == []
+        assert await asyncio.wait_for(proc.wait(), 10) is not None
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        tracker.close()

@@ -93,24 +93,53 @@ class CommandTracker:
 
 
 def _stop_group(pidfile: Path, grace: float) -> None:
-    """SIGTERM the process group the command in ``pidfile`` leads, then SIGKILL it."""
+    """SIGTERM the process group the command in ``pidfile`` leads, then SIGKILL it.
+
+    Where the backend had already made the wrapper a group leader, ``setsid`` forks
+    and the command leads a group of its own under the wrapper: that group is
+    stopped too.
+    """
     try:
         pgid = int(pidfile.read_text().strip())
     except (ValueError, OSError):
         return
+    groups = {pgid} | _groups_below(pgid)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return  # the group is gone
-        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 0)
-        while time.monotonic() < deadline:
-            time.sleep(0.02)
+        for group in list(groups):
             try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
+                os.killpg(group, sig)
+            except (ProcessLookupError, PermissionError):
+                groups.discard(group)  # the group is gone
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 0)
+        while groups and time.monotonic() < deadline:
+            time.sleep(0.02)
+            groups = {g for g in groups if _group_alive(g)}
+        if not groups:
+            return
     logger.debug("stopped the command of %s (group %s) left running by its backend", pidfile, pgid)
+
+
+def _groups_below(pid: int) -> set[int]:
+    """The process groups of the descendants of ``pid`` (none if it is gone)."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return set()
+    groups = set()
+    for child in children:
+        with contextlib.suppress(OSError):
+            groups.add(os.getpgid(child.pid))
+    return groups - {os.getpgrp()}  # never plait's own group
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _stop_tree(pidfile: Path, grace: float) -> None:
