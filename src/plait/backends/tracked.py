@@ -13,7 +13,10 @@ there was none), in a session of its own where ``setsid`` (util-linux) exists::
 When plait cancels the task it reads that pid and stops the command's process group:
 SIGTERM, then SIGKILL after the task's ``kill_grace`` — the whole group, so a child
 the shell started dies too, even when the backend has already killed the shell alone
-(asyncio does, when a cancelled process object is collected). Without ``setsid`` the
+(asyncio does, when a cancelled process object is collected). A backend that starts
+each command in a session of its own makes the wrapper a group leader; ``setsid`` then
+forks, and the command leads a group under the wrapper, which is stopped as well.
+Without ``setsid`` the
 command stays in the backend's group, and plait stops the process and its children
 only while they are its own descendants. The pid file lives in a private directory
 on this machine's disk: a command that ran on another host never writes one there,
