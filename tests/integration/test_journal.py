@@ -247,6 +247,37 @@ async def test_a_file_that_is_not_a_usable_journal_is_refused_and_left_as_it_was
         assert path.read_bytes() == content
 
 
+@pytest.mark.parametrize("wal", [False, True], ids=["plain", "wal"])
+async def test_a_database_with_nothing_in_it_becomes_a_journal(tmp_path, wal):
+    # What a run killed while it made its journal leaves: SQLite's header, no table.
+    import sqlite3
+
+    path = tmp_path / "run.db"
+    db = sqlite3.connect(path)
+    if wal:
+        db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (x)")
+    db.execute("DROP TABLE t")  # the file now has SQLite's header and an empty schema
+    db.close()
+    assert path.read_bytes().startswith(b"SQLite format 3\x00")
+
+    async def run():
+        flow = await WorkflowEngine.create(work_dir=str(tmp_path), journal=str(path))
+        calls = []
+
+        @flow.function_task
+        async def double(x):
+            calls.append(x)
+            return 2 * x
+
+        assert await double(21) == 42
+        await flow.shutdown()
+        return calls
+
+    assert await run() == [21]
+    assert await run() == []  # journaled: the file works as a journal
+
+
 def test_plait_run_refuses_a_bad_journal_before_the_script_starts(tmp_path):
     script = tmp_path / "s.py"
     script.write_text("print('ran')\n")

@@ -15,7 +15,8 @@ SQLite, a damaged one, a SQLite database of something else (no ``plait_journal``
 table), or a journal of a newer format raise :class:`~plait.errors.JournalError`
 naming the file and what is wrong, and leave it untouched. Only then does plait open
 it for writing (write-ahead logging on, so a write never blocks a reader). A missing
-or empty file becomes a new journal.
+or empty file, or a SQLite database with nothing in it (what a run killed while it
+made its journal leaves), becomes a new journal.
 """
 
 from __future__ import annotations
@@ -114,11 +115,13 @@ def check(path: Path) -> bool:
         )
     try:
         tables, meta = _read_marker(path, through_wal=False)
-        if "plait_journal" not in tables and Path(f"{path}-wal").exists():
+        if (tables is None or "plait_journal" not in tables) and Path(f"{path}-wal").exists():
             # A run killed before its log was folded in: the marker may be in the log.
             tables, meta = _read_marker(path, through_wal=True)
     except sqlite3.DatabaseError as exc:
         raise JournalError(f"journal {str(path)!r} is damaged or unreadable: {exc}") from exc
+    if tables is None:
+        return False  # a database with nothing in it (a run killed as it made its journal)
     if "plait_journal" not in tables:
         listed = ", ".join(sorted(tables)) or "none"
         raise JournalError(
@@ -137,8 +140,10 @@ def check(path: Path) -> bool:
     return True
 
 
-def _read_marker(path: Path, *, through_wal: bool) -> tuple[set[str], dict[str, str]]:
+def _read_marker(path: Path, *, through_wal: bool) -> tuple[set[str] | None, dict[str, str]]:
     """The tables of the database at ``path`` and its ``plait_journal`` rows, read only.
+
+    None for the tables when the database holds nothing at all (no table, index or view).
 
     Without ``through_wal`` the file is read as immutable, which makes no ``-wal`` or
     ``-shm`` file beside it (a read-only open of a database in WAL mode would), and
@@ -147,8 +152,10 @@ def _read_marker(path: Path, *, through_wal: bool) -> tuple[set[str], dict[str, 
     mode = "mode=ro" if through_wal else "mode=ro&immutable=1"
     uri = f"file:{urllib.parse.quote(str(path.resolve()))}?{mode}"
     with _closing(sqlite3.connect(uri, uri=True)) as db:
-        rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        tables = {row[0] for row in rows}
+        rows = db.execute("SELECT type, name FROM sqlite_master").fetchall()
+        if not rows:
+            return None, {}
+        tables = {name for kind, name in rows if kind == "table"}
         meta = {}
         if "plait_journal" in tables:
             meta = dict(db.execute("SELECT name, value FROM plait_journal"))
