@@ -18,13 +18,14 @@ The path of one call:
    failure fails every transitive dependent with :class:`DependencyFailureError`; a
    cancellation cancels them (and, for a block, its members).
 
-Launching is bounded, not deferred: at most ``LAUNCH_AHEAD`` launched tasks wait to
-take their first step at any moment. A burst beyond that (a million calls in one
-loop iteration) waits in a FIFO as plain nodes and is launched as the launched ones
-start — every ready task still starts within a few loop iterations, and no running
-task holds the queue. A waiting node costs four small objects; a launched one, its
-asyncio task, coroutine, handle and context too, and the garbage collector walks
-every live object again and again as a burst grows.
+Launching is paced, not deferred: at most ``LAUNCH_AHEAD`` tasks are launched in one
+loop iteration. A burst beyond that (a million calls in one loop iteration) waits in
+a FIFO as plain nodes, and each following iteration launches the next
+``LAUNCH_AHEAD`` of them, in order — every ready task still starts as soon as the
+loop gets to it, and no running (or cancelled) task holds the queue. A waiting node
+costs four small objects; a launched one, its asyncio task, coroutine, handle and
+context too, and the garbage collector walks every live object again and again as
+a burst grows.
 
 No step polls or sleeps (retries wait their backoff, nothing else does). The hot path
 formats no log message and checks no types beyond what routing needs.
@@ -89,8 +90,8 @@ __all__ = ["Scheduler"]
 logger = logging.getLogger(__name__)
 
 _NO_KWARGS: dict[str, Any] = {}
-LAUNCH_AHEAD = 512
-"""The most launched tasks waiting to take their first step (see the module docstring)."""
+LAUNCH_AHEAD = 256
+"""The most tasks launched in one loop iteration (see the module docstring)."""
 _FILE_TYPES = (DataFile,)
 _OPTION_KEYS = OPTION_NAMES - {"backend", "capture_stdio", "service", "name"}
 """``task_description`` keys that set plait options (the rest are backend hints)."""
@@ -145,7 +146,7 @@ class Scheduler:
         self._backlog: collections.deque[Node] = collections.deque()  # ready, not launched
         # Where tasks of one options object go (the options are kept, so ids stay theirs).
         self._routed: dict[tuple[int, TaskKind], tuple[TaskOptions, ExecutionBackend]] = {}
-        self._ahead = 0  # launched, not started yet
+        self._burst = 0  # launched in this loop iteration (a reset is due while > 0)
         # Results kept on a cluster need fetching or handing over before a task runs.
         self._remote = any(b.keeps_results for b in backends.values())
         # Set by the engine's EventBus while anybody listens; None costs one test per step.
@@ -393,27 +394,28 @@ class Scheduler:
             if not node.pipelined:  # a pipelined node's inputs resolve later
                 publish((EventKind.RESOLVED, node.desc, now, None))
             publish((EventKind.QUEUED, node.desc, now, None))
-        if self._ahead >= LAUNCH_AHEAD or self._backlog:
-            self._backlog.append(node)  # launched as those ahead of it start
+        if self._burst >= LAUNCH_AHEAD or self._backlog:
+            self._backlog.append(node)  # launched in a coming loop iteration, in order
             return
-        self._ahead += 1
+        self._burst += 1
+        if self._burst == 1:
+            self.loop.call_soon(self._next_iteration)
         node.runner = self.loop.create_task(self._execute(node), context=node.context)
 
-    def _launch_waiting(self) -> None:
-        """Launch waiting nodes, in order, while fewer than ``LAUNCH_AHEAD`` wait to start."""
+    def _next_iteration(self) -> None:
+        """A new loop iteration: launch the next ``LAUNCH_AHEAD`` waiting nodes, in order."""
+        self._burst = 0
         backlog = self._backlog
-        create_task = self.loop.create_task
-        while backlog and self._ahead < LAUNCH_AHEAD:
+        while backlog and self._burst < LAUNCH_AHEAD:
             node = backlog.popleft()
             if node.future.done():  # cancelled (or failed) while it waited
                 continue
-            self._ahead += 1
-            node.runner = create_task(self._execute(node), context=node.context)
+            self._burst += 1
+            if self._burst == 1:
+                self.loop.call_soon(self._next_iteration)
+            node.runner = self.loop.create_task(self._execute(node), context=node.context)
 
     async def _execute(self, node: Node) -> None:
-        self._ahead -= 1
-        if self._backlog and self._ahead <= LAUNCH_AHEAD // 2:  # refill by halves
-            self._launch_waiting()
         desc = node.desc
         try:
             staged = None

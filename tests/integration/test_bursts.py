@@ -67,3 +67,19 @@ async def test_dependents_of_a_burst_still_start_when_their_inputs_finish(flow):
     leaves = [leaf(i) for i in range(N)]
     pairs = [total(leaves[i], leaves[i + 1]) for i in range(0, N - 1, 2)]
     assert await total(*pairs) == sum(range(N - 1))
+
+
+async def test_a_burst_cancelled_before_it_starts_leaves_the_queue_open(flow):
+    # Cancelled before their first step, launched tasks never run a line of their own:
+    # the queue must not wait for them to start (it did, and every later task hung).
+    @flow.function_task
+    async def work(i):
+        return i
+
+    for _ in range(3):
+        futures = [work(i) for i in range(N)]
+        for fut in futures:
+            fut.cancel()
+        await asyncio.gather(*futures, return_exceptions=True)
+        assert all(fut.state == "CANCELLED" for fut in futures)
+    assert await asyncio.wait_for(work(7), 10) == 7
