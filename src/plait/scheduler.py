@@ -652,9 +652,9 @@ class Scheduler:
             publish((EventKind.COMPLETED, node.desc, _now(), None))
         self._finish(node)
         for ready in release(node):
-            if ready.runner is None:
+            if ready.runner is None and not ready.pipelined:
                 self._launch(ready)
-            else:  # pipelined: it runs already
+            else:  # launched at its call (pipelined; maybe still waiting in a burst's queue)
                 self._inputs_ready(ready)
 
     def _inputs_ready(self, node: Node) -> None:

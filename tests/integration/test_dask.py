@@ -519,3 +519,39 @@ async def test_without_distributed_installed_the_error_names_the_extra(monkeypat
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(MissingDependencyError, match=r"plait\[dask\]"):
         await DaskExecutionBackend()
+
+
+async def test_a_chained_task_still_queued_in_a_burst_when_its_input_finishes_runs_once(
+    flow, tmp_path, monkeypatch
+):
+    # A task handed over with its input in flight is launched at its call; in a burst
+    # it may still wait in the launch queue when that input finishes. It was then
+    # launched a second time (and ran twice).
+    import plait.scheduler
+
+    monkeypatch.setattr(plait.scheduler, "LAUNCH_AHEAD", 1)  # one launch per loop iteration
+    runs = tmp_path / "runs"
+    seen: list[tuple[str, str]] = []
+    flow.subscribe(lambda event: seen.append((event.uid, event.kind.value)))
+
+    def counted(x, path):
+        with open(path, "a") as f:
+            f.write("ran\n")
+        return x + 1
+
+    @flow.function_task(backend="local")
+    async def hold_the_loop():
+        time.sleep(0.02)  # noqa: ASYNC251 - holds the loop on purpose: the input finishes
+
+    first = flow.function_task(_plus_one)(1)
+    holds = [hold_the_loop() for _ in range(40)]
+    second = flow.function_task(counted)(first, str(runs))
+    assert await second == 3
+    await asyncio.gather(*holds)
+    mine = [kind for uid, kind in seen if uid == second.uid]
+    # The case under test happened: its input finished before it left the queue...
+    done_at = seen.index((first.uid, "completed"))
+    assert done_at < seen.index((second.uid, "submitted"))
+    # ...and it went to the cluster, and ran, once.
+    assert mine.count("queued") == 1 and mine.count("submitted") == 1
+    assert runs.read_text() == "ran\n"
