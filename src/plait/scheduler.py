@@ -144,8 +144,6 @@ class Scheduler:
         self.live: dict[str, Node] = {}
         self._counter = itertools.count(1)
         self._backlog: collections.deque[Node] = collections.deque()  # ready, not launched
-        # Where tasks of one options object go (the options are kept, so ids stay theirs).
-        self._routed: dict[tuple[int, TaskKind], tuple[TaskOptions, ExecutionBackend]] = {}
         self._burst = 0  # launched in this loop iteration (a reset is due while > 0)
         # Results kept on a cluster need fetching or handing over before a task runs.
         self._remote = any(b.keeps_results for b in backends.values())
@@ -194,13 +192,11 @@ class Scheduler:
         )
         backend = None
         if error is None and kind is not TaskKind.BLOCK:
-            routed = self._routed.get((id(options), kind))
-            if routed is not None:
-                backend = routed[1]
-            else:
+            backend = tmpl.routes.get("backend") if options is tmpl.options else None
+            if backend is None:
                 backend, error = self._route(desc, options)
-                if backend is not None:  # the same options always go the same way
-                    self._routed[id(options), kind] = (options, backend)
+                if backend is not None and options is tmpl.options:
+                    tmpl.routes["backend"] = backend  # a decorator's options go one way
         if kind is TaskKind.BLOCK:
             fut: PlaitFuture[Any] = BlockFuture(self.loop, desc, self)
         elif backend is not None and backend.keeps_results:

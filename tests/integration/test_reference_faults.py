@@ -284,6 +284,27 @@ async def test_fault_13_results_nobody_needs_are_not_retained(flow):
     assert ref() is None
 
 
+async def test_fault_13_options_given_to_one_call_are_not_kept(flow):
+    # Options a call gives (here through task_description) make options of its own:
+    # nothing in the engine may keep them once the call has finished.
+    from plait.task import TaskOptions
+
+    @flow.function_task
+    async def work(x):
+        return x
+
+    def live_options():
+        gc.collect()
+        return sum(1 for obj in gc.get_objects() if type(obj) is TaskOptions)
+
+    assert await work(0, task_description={"priority": 1}) == 0
+    before = live_options()
+    for i in range(300):  # each future let go once awaited
+        assert await work(i, task_description={"priority": i % 7, "name": f"w{i}"}) == i
+    assert live_options() - before < 5
+    assert not flow._scheduler.live
+
+
 async def test_fault_11_input_file_does_no_io_at_construction(flow, tmp_path):
     # Port 9 (discard) on loopback: nothing listens, so any fetch would fail or hang.
     started = time.monotonic()
