@@ -146,17 +146,11 @@ class ReferenceHooks:
         if node.future.done():
             return
         ok, value = outcome
-        backend = node.backend
-        report = {"uid": node.desc.uid, "return_value": value, "stdout": value}
-        if not ok:
-            report["exception"] = value
-        state = TaskState.DONE if ok else TaskState.FAILED
-        if isinstance(backend, ReferenceBackend) and backend.deliver(report, state):
-            return
         if ok:
-            self._scheduler.succeed(node, value)
+            report = {"uid": node.desc.uid, "return_value": value, "stdout": value}
+            self._apply_report(node, report, TaskState.DONE)
         else:
-            self._scheduler.abort(node, value)
+            self._apply_report(node, {"uid": node.desc.uid, "exception": value}, TaskState.FAILED)
 
     def _node_of(self, task: Any, fut: Any) -> Node | None:
         node = getattr(fut, "_node", None)

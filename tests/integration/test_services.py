@@ -295,10 +295,11 @@ class ServiceBackend:
     RUNNING with a ``service_callback``, which settles the task from a thread of its own
     once the service has its address."""
 
-    def __init__(self):
+    def __init__(self, error=None):
         self.name = "pilot"
         self.callback = None
         self.stopped = []
+        self.error = error  # the service fails to come up with this
 
     def register_callback(self, fn):
         self.callback = fn
@@ -313,7 +314,10 @@ class ServiceBackend:
             def ready(future, task, state):
                 def later():
                     time.sleep(0.1)
-                    future.set_result({"url": "http://10.0.0.1:8000", "uid": task["uid"]})
+                    if self.error is not None:
+                        future.set_exception(self.error)
+                    else:
+                        future.set_result({"url": "http://10.0.0.1:8000", "uid": task["uid"]})
 
                 import threading
 
@@ -345,6 +349,31 @@ async def test_reference_backends_report_service_readiness_with_a_service_callba
     svc = remote_server()
     assert await address(svc) == "http://10.0.0.1:8000"
     assert svc.state == "DONE" and (await svc)["uid"] == svc.uid
+    await flow.shutdown()
+
+
+async def test_a_service_callback_that_reports_a_failure_fails_the_service_and_its_users(
+    tmp_path,
+):
+    backend = ServiceBackend(error=RuntimeError("no GPU left on the pilot"))
+    flow = await WorkflowEngine.create(
+        [backend, LocalExecutionBackend(name="local")], work_dir=str(tmp_path), handle_signals=False
+    )
+
+    @flow.executable_task(service=True)
+    async def remote_server():
+        return "vllm serve my-model"
+
+    @flow.function_task(backend="local")
+    def address(info):
+        return info["url"]
+
+    svc = remote_server()
+    with pytest.raises(DependencyFailureError) as info:
+        await address(svc)
+    assert isinstance(info.value.root_cause, RuntimeError)
+    assert "no GPU left" in str(info.value.root_cause)
+    assert svc.state == "FAILED"
     await flow.shutdown()
 
 
