@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from plait.task import TaskKind, TaskOptions, TaskTemplate, make_options
 
@@ -89,10 +89,12 @@ class _Blocks(Protocol):
 
 
 class TaskDecorator:
-    """The decorator of one kind of task, bound to one engine's call function."""
+    """The decorator of one kind of task (``kind``, set by each subclass), bound to one
+    engine's call function."""
 
-    def __init__(self, kind: TaskKind, call: _Call) -> None:
-        self._kind = kind
+    kind: ClassVar[TaskKind]
+
+    def __init__(self, call: _Call) -> None:
         self._call = call
 
     def _apply(self, func: Callable[..., Any] | None, options: dict[str, Any]) -> Any:
@@ -108,7 +110,7 @@ class TaskDecorator:
             raise TypeError(str(exc)) from exc
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-            tmpl = TaskTemplate.build(fn, self._kind, task_options)
+            tmpl = TaskTemplate.build(fn, self.kind, task_options)
             call = self._call
 
             @functools.wraps(fn)
@@ -125,6 +127,8 @@ class TaskDecorator:
 
 class FunctionTaskDecorator(TaskDecorator):
     """``@flow.function_task``: the body is the work; its return value is the result."""
+
+    kind = TaskKind.FUNCTION
 
     @overload
     def __call__(self, func: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
@@ -148,6 +152,8 @@ class FunctionTaskDecorator(TaskDecorator):
 class ExecutableTaskDecorator(TaskDecorator):
     """``@flow.executable_task``: the body returns a shell command; its stdout is the result."""
 
+    kind = TaskKind.EXECUTABLE
+
     @overload
     def __call__(self, func: Callable[P, Awaitable[str] | str], /) -> Task[P, str]: ...
 
@@ -167,6 +173,8 @@ class ExecutableTaskDecorator(TaskDecorator):
 class PromptTaskDecorator(TaskDecorator):
     """``@flow.prompt_task``: the body returns a prompt; the model's reply is the result."""
 
+    kind = TaskKind.PROMPT
+
     @overload
     def __call__(self, func: Callable[P, Any], /) -> Task[P, str]: ...
 
@@ -185,6 +193,8 @@ class PromptTaskDecorator(TaskDecorator):
 
 class BlockDecorator(TaskDecorator):
     """``@flow.block``: the body groups a sub-workflow; its return value is the result."""
+
+    kind = TaskKind.BLOCK
 
     @overload
     def __call__(self, func: Callable[P, Awaitable[R]], /) -> Block[P, R]: ...

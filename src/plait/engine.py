@@ -45,7 +45,7 @@ from plait.telemetry.events import EventBus, EventKind, Record, TaskEvent
 if TYPE_CHECKING:
     from plait.telemetry.manager import TelemetryManager
     from plait.telemetry.progress import ProgressDisplay
-from plait.task import TaskKind, TaskTemplate
+from plait.task import TaskTemplate
 
 __all__ = ["WorkflowEngine"]
 
@@ -131,10 +131,10 @@ class WorkflowEngine(ReferenceHooks):
             if not self._signals.install():
                 self._signals = None
 
-        self.function_task = FunctionTaskDecorator(TaskKind.FUNCTION, self._call)
-        self.executable_task = ExecutableTaskDecorator(TaskKind.EXECUTABLE, self._call)
-        self.prompt_task = PromptTaskDecorator(TaskKind.PROMPT, self._call)
-        self.block = BlockDecorator(TaskKind.BLOCK, self._call)
+        self.function_task = FunctionTaskDecorator(self._call)
+        self.executable_task = ExecutableTaskDecorator(self._call)
+        self.prompt_task = PromptTaskDecorator(self._call)
+        self.block = BlockDecorator(self._call)
 
     def _adopt(self, backend: Any) -> ExecutionBackend:
         if isinstance(backend, ExecutionBackend):

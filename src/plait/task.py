@@ -201,8 +201,8 @@ class TaskTemplate:
     name: str
     """The task's name: ``options.name`` or the function's ``__name__``."""
     routes: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    """The engine's memo of where calls with the decorator's own options go (by backend
-    name), kept here so that it goes when the task does."""
+    """The engine's memo of the backend that calls with the decorator's own options go to
+    (under ``"backend"``), kept here so that it goes when the task does."""
 
     @classmethod
     def build(cls, func: Callable[..., Any], kind: TaskKind, options: TaskOptions) -> TaskTemplate:

@@ -52,7 +52,8 @@ WRITE_CHUNK = 1_000
 _ENDED = frozenset({EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED})
 _QUIET_STEPS = frozenset({EventKind.RESOLVED, EventKind.QUEUED, EventKind.SUBMITTED})
 """Steps that open or close no span and start no clock: only their line is written."""
-_UNCOUNTED = _QUIET_STEPS - {EventKind.SUBMITTED} | {EventKind.CREATED}
+_UNCOUNTED = frozenset({EventKind.CREATED, EventKind.RESOLVED, EventKind.QUEUED})
+"""Task steps the tally passes over (it counts submissions, starts, ends and retries)."""
 
 
 def _open_for_append(path: Path) -> IO[bytes]:
