@@ -135,12 +135,9 @@ def substitute(
         TypeError: a result put into a set (or used as a dict key) is not hashable.
     """
     new_args = []
-    for arg in args:
-        if type(arg) in _SCALARS:
-            new_args.append(arg)
-        else:
-            sub = _sub(arg, files)
-            new_args.append(arg if sub is _MISSING else sub)
+    for arg in args:  # scalars skip the walk: this runs for every task with inputs
+        sub = _MISSING if type(arg) in _SCALARS else _sub(arg, files)
+        new_args.append(arg if sub is _MISSING else sub)
     if not kwargs:
         return tuple(new_args), kwargs
     new_kwargs = {}
