@@ -332,10 +332,13 @@ class ServiceBackend:
         pass
 
 
-async def test_reference_backends_report_service_readiness_with_a_service_callback(tmp_path):
-    backend = ServiceBackend()
+async def _pilot_workflow(tmp_path, error=None):
+    """An engine on a ServiceBackend (and a local one): a remote service, and a task that
+    reads its address."""
     flow = await WorkflowEngine.create(
-        [backend, LocalExecutionBackend(name="local")], work_dir=str(tmp_path), handle_signals=False
+        [ServiceBackend(error), LocalExecutionBackend(name="local")],
+        work_dir=str(tmp_path),
+        handle_signals=False,
     )
 
     @flow.executable_task(service=True)
@@ -346,6 +349,11 @@ async def test_reference_backends_report_service_readiness_with_a_service_callba
     def address(info):
         return info["url"]
 
+    return flow, remote_server, address
+
+
+async def test_reference_backends_report_service_readiness_with_a_service_callback(tmp_path):
+    flow, remote_server, address = await _pilot_workflow(tmp_path)
     svc = remote_server()
     assert await address(svc) == "http://10.0.0.1:8000"
     assert svc.state == "DONE" and (await svc)["uid"] == svc.uid
@@ -355,19 +363,9 @@ async def test_reference_backends_report_service_readiness_with_a_service_callba
 async def test_a_service_callback_that_reports_a_failure_fails_the_service_and_its_users(
     tmp_path,
 ):
-    backend = ServiceBackend(error=RuntimeError("no GPU left on the pilot"))
-    flow = await WorkflowEngine.create(
-        [backend, LocalExecutionBackend(name="local")], work_dir=str(tmp_path), handle_signals=False
+    flow, remote_server, address = await _pilot_workflow(
+        tmp_path, RuntimeError("no GPU left on the pilot")
     )
-
-    @flow.executable_task(service=True)
-    async def remote_server():
-        return "vllm serve my-model"
-
-    @flow.function_task(backend="local")
-    def address(info):
-        return info["url"]
-
     svc = remote_server()
     with pytest.raises(DependencyFailureError) as info:
         await address(svc)
