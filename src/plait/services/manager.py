@@ -175,13 +175,13 @@ class ServiceManager:
 def _give_port(desc: TaskDescription) -> int | None:
     """The port of a builder that takes one: the caller's, or a free one given to it."""
     try:
-        params = inspect.signature(desc.func).parameters
+        signature = inspect.signature(desc.func)
     except (TypeError, ValueError):
         return None
-    if "port" not in params:
+    if "port" not in signature.parameters:
         return None
     try:
-        bound = inspect.signature(desc.func).bind_partial(*desc.args, **desc.kwargs)
+        bound = signature.bind_partial(*desc.args, **desc.kwargs)
     except TypeError:
         return None  # the builder will say what is wrong with the call
     if "port" in bound.arguments:
