@@ -73,7 +73,7 @@ class SignalHandlers:
         if self._received:
             if signum == signal.SIGINT:
                 self.restore()
-                raise Abort
+                raise Abort("a second SIGINT aborted the graceful shutdown")
             return
         self._received = True
         try:

@@ -136,6 +136,23 @@ async def test_cancel_of_a_running_command_kills_its_process_group(flow, tmp_pat
     assert await wait_gone(pid)
 
 
+async def test_a_cancelled_command_gets_its_grace_to_clean_up(flow, tmp_path):
+    # SIGTERM first, then up to kill_grace for the command to finish its own way: its
+    # TERM trap runs (a SIGKILL right behind the SIGTERM would cut it off).
+    pidfile, cleaned = tmp_path / "pid", tmp_path / "cleaned"
+
+    @flow.executable_task(kill_grace=5)
+    async def tidy():
+        trap = f"trap 'sleep 0.2; echo tidy > {cleaned}; exit 0' TERM"
+        return f"{trap}; echo $$ > {pidfile}; sleep 30 & wait"
+
+    fut = tidy()
+    pid = int(await wait_text(pidfile))
+    fut.cancel()
+    assert await wait_gone(pid, seconds=5)
+    assert cleaned.read_text() == "tidy\n"
+
+
 async def test_sigterm_is_escalated_to_sigkill_after_the_grace_period(flow, tmp_path):
     pidfile = tmp_path / "pid"
     script = tmp_path / "stubborn.py"

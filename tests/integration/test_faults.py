@@ -72,6 +72,30 @@ async def test_no_command_survives_a_cancel_while_running_or_draining(tmp_path, 
     assert await survivors(mark) == []
 
 
+async def test_shutdown_waits_for_a_cancelled_command_still_in_its_grace(tmp_path):
+    # A cancel settles the future at once while the command gets its kill_grace to
+    # exit; a shutdown right after must still wait for that stop (the SIGKILL), or the
+    # backend shuts down under it and the command outlives the engine.
+    mark = new_mark()
+    flow = await WorkflowEngine.create(work_dir=tmp_path, handle_signals=False)
+
+    @flow.executable_task(kill_grace=3)
+    async def stubborn():
+        return f"trap '' TERM; sleep {mark}; echo never"  # sleep inherits the ignored TERM
+
+    fut = stubborn()
+    deadline = time.monotonic() + 20
+    while not marked(mark):
+        assert time.monotonic() < deadline, "the command never started"
+        await asyncio.sleep(0.02)
+    fut.cancel()
+    started = time.monotonic()
+    await flow.shutdown()
+    waited = time.monotonic() - started
+    assert await survivors(mark, seconds=0.5) == []
+    assert waited > 2  # it sat out the grace, then killed
+
+
 SCRIPT = """
 import asyncio, sys
 from plait import WorkflowEngine
@@ -115,13 +139,6 @@ async def test_a_script_shut_down_while_its_commands_spawn_exits_at_once(tmp_pat
 # -- a process pool that heals ------------------------------------------------------
 
 
-class Picky(Exception):
-    """An exception whose class cannot be rebuilt from its args: unpickling it fails."""
-
-    def __init__(self, a, b):
-        super().__init__(f"{a} of {b}")
-
-
 @pytest.fixture
 async def pooled(tmp_path):
     from concurrent.futures import ProcessPoolExecutor
@@ -139,6 +156,14 @@ async def test_an_exception_that_cannot_be_unpickled_fails_only_its_task(pooled)
 
     @pooled.function_task
     def picky():
+        # Made in the worker, so no pickling hook of this process knows it (distributed,
+        # once imported, registers one for every exception class that exists then).
+        class Picky(Exception):
+            """Cannot be rebuilt from its args: unpickling it fails."""
+
+            def __init__(self, a, b):
+                super().__init__(f"{a} of {b}")
+
         raise Picky(1, 2)
 
     @pooled.function_task
@@ -148,7 +173,7 @@ async def test_an_exception_that_cannot_be_unpickled_fails_only_its_task(pooled)
     with pytest.raises(RemoteError) as info:
         await picky()
     error = info.value
-    assert error.type_name.endswith("test_faults.Picky")
+    assert error.type_name.endswith("picky.<locals>.Picky")
     assert error.message == "1 of 2"
     assert ", in picky" in error.traceback_text  # the frame in the worker
     assert any(", in picky" in note for note in error.__notes__)

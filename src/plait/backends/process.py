@@ -194,8 +194,12 @@ class Child:
             self.exited.set_result(code)
 
     async def finish(self) -> tuple[int, bytes, bytes]:
-        """Wait for the exit and the end of both outputs: ``(exit code, stdout, stderr)``."""
-        code = await self.exited
+        """Wait for the exit and the end of both outputs: ``(exit code, stdout, stderr)``.
+
+        A cancel of the caller leaves :attr:`exited` alone, so that :meth:`stop` can
+        still wait out the grace for it.
+        """
+        code = await asyncio.shield(self.exited)
         out = b"" if self._out is None else await self._out.done
         err = b"" if self._err is None else await self._err.done
         return code, out, err
