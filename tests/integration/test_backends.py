@@ -3,6 +3,7 @@
 import asyncio
 import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
@@ -231,6 +232,33 @@ async def test_cancel_reaches_the_reference_backend(ref_flow):
     fut.cancel()
     await asyncio.sleep(0.01)
     assert backend.cancelled == [fut.uid]
+
+
+async def test_a_reference_backend_whose_cancel_never_answers_does_not_hold_up_shutdown(
+    monkeypatch,
+):
+    from plait.backends import base
+
+    class Deaf(ReferenceStyleBackend):
+        async def cancel_task(self, uid):
+            self.cancelled.append(uid)
+            await asyncio.Event().wait()  # never answers
+
+    monkeypatch.setattr(base, "STOP_TIMEOUT", 0.5)
+    backend = Deaf()
+    flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
+
+    @flow.function_task
+    async def slow():
+        return 1
+
+    fut = slow(task_description={"delay": 10})
+    await asyncio.sleep(0.05)
+    fut.cancel()
+    started = time.monotonic()
+    await asyncio.wait_for(flow.shutdown(), 10)
+    assert 0.4 < time.monotonic() - started < 5  # it asked, waited STOP_TIMEOUT, moved on
+    assert backend.cancelled == [fut.uid] and backend.shut
 
 
 async def test_reference_backend_that_refuses_a_batch_fails_those_tasks_only():

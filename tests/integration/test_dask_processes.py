@@ -259,3 +259,34 @@ def test_plait_run_rejects_bad_backend_choices(tmp_path):
         )
         assert done.returncode == 2 and message in done.stderr, (flags, done.stderr)
         assert "ran" not in done.stdout  # the script never started
+
+
+async def test_a_shutdown_after_a_cancel_returns_when_the_scheduler_stops_answering(
+    processes, tmp_path, monkeypatch
+):
+    from plait.backends import base
+
+    # Stopping a cancelled task on the cluster is bounded (kill_grace + STOP_TIMEOUT):
+    # with an unbounded stop, this shutdown waits on the frozen scheduler for minutes.
+    monkeypatch.setattr(base, "STOP_TIMEOUT", 1.0)
+    address = processes.start()
+    scheduler = processes.procs[0]
+    flow = await engine(DaskExecutionBackend(address), tmp_path)
+
+    @flow.executable_task(kill_grace=1)
+    async def long():
+        return "sleep 60"
+
+    fut = long()
+    deadline = time.monotonic() + 30
+    while fut.state != "RUNNING":
+        assert time.monotonic() < deadline, "the task never started"
+        await asyncio.sleep(0.05)
+    os.kill(scheduler.pid, signal.SIGSTOP)  # alive, but answers nothing
+    try:
+        fut.cancel()
+        started = time.monotonic()
+        await asyncio.wait_for(flow.shutdown(), 60)
+        assert time.monotonic() - started < 20
+    finally:
+        os.kill(scheduler.pid, signal.SIGCONT)

@@ -24,7 +24,11 @@ from typing import Any, ClassVar, Self
 
 from plait.task import TaskDescription, TaskKind
 
-__all__ = ["ExecutionBackend", "RemoteResult"]
+__all__ = ["STOP_TIMEOUT", "ExecutionBackend", "RemoteResult"]
+
+STOP_TIMEOUT = 10.0
+"""Seconds, beyond a task's ``kill_grace``, that asking a backend to stop it may take:
+a backend (or cluster) that no longer answers must not hold up a shutdown."""
 
 
 class RemoteResult:

@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from plait.backends import base
 from plait.backends.base import ExecutionBackend
 from plait.backends.process import stderr_tail
 from plait.backends.tracked import CommandTracker
@@ -173,7 +174,8 @@ class ReferenceBackend(ExecutionBackend):
         except asyncio.CancelledError:
             if self._waiting.pop(task.uid, None) is not None:
                 try:
-                    await self.inner.cancel_task(task.uid)
+                    async with asyncio.timeout(base.STOP_TIMEOUT):  # it may never answer
+                        await self.inner.cancel_task(task.uid)
                 except Exception:
                     logger.warning("backend %r: cancel_task(%s) failed", self.name, task.uid)
                 if task.kind is TaskKind.EXECUTABLE:

@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from plait.backends import _dask_worker as worker
+from plait.backends import base
 from plait.backends.base import ExecutionBackend, RemoteResult
 from plait.backends.process import stderr_tail
 from plait.backends.slots import PrioritySlots
@@ -489,10 +490,13 @@ class DaskExecutionBackend(ExecutionBackend):
         return exc
 
     async def _stop(self, task: TaskDescription, future: Any) -> None:
+        grace = task.options.kill_grace
         try:
-            await future.cancel()
-            if task.kind is TaskKind.EXECUTABLE:
-                await self.client.run(worker.kill, future.key, task.options.kill_grace)
+            # Bounded: a cluster that no longer answers must not hold up a shutdown.
+            async with asyncio.timeout(grace + base.STOP_TIMEOUT):
+                await future.cancel()
+                if task.kind is TaskKind.EXECUTABLE:
+                    await self.client.run(worker.kill, future.key, grace)
         except Exception:
             logger.warning("could not stop task %s on the Dask cluster", task.uid, exc_info=True)
 
