@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from plait.backends import base
 from plait.backends.base import ExecutionBackend
 from plait.backends.compat import ReferenceBackend, is_reference_backend
 from plait.backends.local import LocalExecutionBackend
@@ -45,7 +46,7 @@ from plait.telemetry.events import EventBus, EventKind, Record, TaskEvent
 if TYPE_CHECKING:
     from plait.telemetry.manager import TelemetryManager
     from plait.telemetry.progress import ProgressDisplay
-from plait.task import TaskTemplate
+from plait.task import TaskDescription, TaskTemplate
 
 __all__ = ["WorkflowEngine"]
 
@@ -399,7 +400,7 @@ class WorkflowEngine(ReferenceHooks):
     async def _shutdown(self, skip_execution_backend: bool) -> None:
         runners = self._scheduler.cancel_all()
         if runners:
-            await asyncio.gather(*runners, return_exceptions=True)
+            await _wait_stopped(runners, self.uid)
         await self._scheduler.services.stop_all()
         if self._signals is not None:
             self._signals.restore()
@@ -486,3 +487,26 @@ class _Starting(Coroutine[Any, Any, WorkflowEngine]):
     ) -> None:
         if self._engine is not None:
             await self._engine.shutdown()
+
+
+async def _wait_stopped(runners: dict[asyncio.Task[None], TaskDescription], engine: str) -> None:
+    """Wait for cancelled tasks to stop their work, within a bound.
+
+    The bound is the largest ``kill_grace`` among them plus ``STOP_TIMEOUT``, so that a
+    body that swallows its cancel cannot hold a shutdown for good; the tasks still
+    running then are named in a warning (their futures are settled already).
+    """
+    limit = max(desc.options.kill_grace for desc in runners.values()) + base.STOP_TIMEOUT
+    done, left = await asyncio.wait(set(runners), timeout=limit)
+    for runner in done:
+        if not runner.cancelled():
+            runner.exception()  # retrieved: what it raised has settled its future already
+    if left:
+        names = ", ".join(f"{d.name!r} ({d.uid})" for r, d in runners.items() if r in left)
+        logger.warning(
+            "engine %s: %d task(s) still running %.0f s after being cancelled, left behind: %s",
+            engine,
+            len(left),
+            limit,
+            names,
+        )

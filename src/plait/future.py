@@ -246,26 +246,34 @@ class ClusterFuture(TaskFuture[_R]):
         if self._remote is None:
             self._wanted = True  # fetch as soon as the task finishes
         elif self._fetching is None and not self.done():
-            self._fetching = self.get_loop().create_task(self._fetch(self._remote))
+            fetching = self.get_loop().create_task(self._fetch(self._remote))
+            fetching.add_done_callback(self._fetch_ended)
+            self._fetching = fetching
 
     async def _fetch(self, remote: RemoteResult) -> None:
         try:
             value = await remote.fetch()
         except Exception as exc:
-            if not self.done():
-                error = BackendError(
-                    f"task {self.name!r} ({self.uid}) finished, but its result could not be "
-                    f"fetched from where it was made: {type(exc).__name__}: {exc}",
-                    task_uid=self.uid,
-                    task_name=self.name,
-                )
-                error.__cause__ = exc
-                asyncio.Future.set_exception(self, error)
+            self._fetch_failed(exc)
         else:
             if not self.done():
                 asyncio.Future.set_result(self, value)
-        finally:
-            self._remote = None
+
+    def _fetch_ended(self, fetching: asyncio.Task[None]) -> None:
+        self._remote = None
+        if fetching.cancelled():  # from outside, maybe before its first step: say so
+            self._fetch_failed(asyncio.CancelledError("the fetch was cancelled"))
+
+    def _fetch_failed(self, exc: BaseException) -> None:
+        if not self.done():
+            error = BackendError(
+                f"task {self.name!r} ({self.uid}) finished, but its result could not be "
+                f"fetched from where it was made: {type(exc).__name__}: {exc}",
+                task_uid=self.uid,
+                task_name=self.name,
+            )
+            error.__cause__ = exc
+            asyncio.Future.set_exception(self, error)
 
 
 def settle_remote(fut: ClusterFuture[Any], remote: RemoteResult) -> bool:

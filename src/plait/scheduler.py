@@ -144,7 +144,7 @@ class Scheduler:
         self.live: dict[str, Node] = {}
         # Runners cancelled while their node was settled at once: still stopping their
         # work (a command's grace, a cluster cancel), which shutdown waits for.
-        self._stopping: set[asyncio.Task[None]] = set()
+        self._stopping: dict[asyncio.Task[None], TaskDescription] = {}
         self._counter = itertools.count(1)
         self._backlog: collections.deque[Node] = collections.deque()  # ready, not launched
         self._burst = 0  # launched in this loop iteration (a reset is due while > 0)
@@ -689,7 +689,7 @@ class Scheduler:
         """Fail ``node`` (and its dependents) from outside its run, and stop its work."""
         runner = node.runner
         self.fail(node, exc)
-        self._cancel_runner(runner)
+        self._cancel_runner(runner, node.desc)
 
     def cancel_node(self, node: Node, msg: Any | None = None) -> bool:
         """Cancel ``node``: stop its work, cancel its dependents and block members."""
@@ -709,14 +709,14 @@ class Scheduler:
     def _stop(self, node: Node) -> None:
         runner = node.runner
         self._finish(node)
-        self._cancel_runner(runner)
+        self._cancel_runner(runner, node.desc)
 
-    def _cancel_runner(self, runner: asyncio.Task[None] | None) -> None:
+    def _cancel_runner(self, runner: asyncio.Task[None] | None, desc: TaskDescription) -> None:
         """Cancel the runner of a settled node; it stays known until its work has stopped."""
         if runner is not None and not runner.done():
             runner.cancel()
-            self._stopping.add(runner)
-            runner.add_done_callback(self._stopping.discard)
+            self._stopping[runner] = desc
+            runner.add_done_callback(self._stopping.pop)
 
     def _finish(self, node: Node) -> None:
         desc = node.desc
@@ -735,8 +735,8 @@ class Scheduler:
             if parent.members:
                 parent.members.discard(node)
 
-    def cancel_all(self) -> list[asyncio.Task[None]]:
-        """Cancel every unfinished node; return the runners to wait for.
+    def cancel_all(self) -> dict[asyncio.Task[None], TaskDescription]:
+        """Cancel every unfinished node; return the runners to wait for, with their tasks.
 
         Those include runners cancelled earlier that are still stopping their work (a
         command in its ``kill_grace``, say): shutdown waits for them, so no process
@@ -744,7 +744,7 @@ class Scheduler:
         """
         self._backlog.clear()
         nodes = list(self.live.values())
-        runners = {n.runner for n in nodes if n.runner is not None and not n.runner.done()}
+        runners = {n.runner: n.desc for n in nodes if n.runner is not None and not n.runner.done()}
         for node in nodes:
             self.cancel_node(node)
-        return list(runners | self._stopping)
+        return runners | self._stopping

@@ -261,6 +261,27 @@ async def test_a_reference_backend_whose_cancel_never_answers_does_not_hold_up_s
     assert backend.cancelled == [fut.uid] and backend.shut
 
 
+async def test_a_submission_cancelled_from_outside_fails_its_tasks_and_later_ones_run(ref_flow):
+    # plait's own helper task may be cancelled by code that cancels every task (even
+    # before its first step): the tasks it was to hand over must not wait for good.
+    flow, backend = ref_flow
+    adapter = flow._backends[backend.name]
+
+    @flow.function_task
+    async def one(i):
+        return i
+
+    fut = one(1)
+    while not adapter._submitters:  # noqa: ASYNC110 (the batch goes out on the next step)
+        await asyncio.sleep(0)
+    for submitter in adapter._submitters:
+        submitter.cancel()
+    with pytest.raises(BackendError, match=r"refused task 'one'.*submission was cancelled"):
+        await asyncio.wait_for(fut, 5)
+    assert backend.batches == []  # it never reached the backend
+    assert await asyncio.wait_for(one(2), 5) == 2
+
+
 async def test_reference_backend_that_refuses_a_batch_fails_those_tasks_only():
     class Refusing(ReferenceStyleBackend):
         async def submit_tasks(self, tasks):

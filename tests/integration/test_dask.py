@@ -14,7 +14,13 @@ from tests.support import new_mark, pid_alive, survivors, wait_gone, wait_text
 
 from plait import DependencyFailureError, LocalExecutionBackend, WorkflowEngine
 from plait.backends.dask import DaskExecutionBackend, WorkerLostError
-from plait.errors import CommandError, ConfigurationError, MissingDependencyError, PlaitError
+from plait.errors import (
+    BackendError,
+    CommandError,
+    ConfigurationError,
+    MissingDependencyError,
+    PlaitError,
+)
 from plait.future import ClusterFuture
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -288,6 +294,32 @@ async def test_results_are_fetched_when_awaited_or_needed_by_another_backend(flo
     assert await asyncio.gather(*many) == [{"value": i} for i in range(5)]
     done, _ = await asyncio.wait([on_dask(7)])
     assert done.pop().result() == {"value": 7}
+
+
+async def test_a_fetch_cancelled_from_outside_fails_its_future_and_later_fetches_work(
+    flow, dask_backend
+):
+    # plait's own helper tasks may be cancelled by code that cancels every task (even
+    # before their first step): the futures they served must not wait for good.
+    @flow.function_task
+    def big(n):
+        return b"x" * n  # too large to come with the completion: fetched by a gather
+
+    async def read(fut):
+        return await fut
+
+    first, second = big(100_000), big(200_000)
+    # Finished on the cluster, not fetched: only the state tells, so ask again.
+    while first.state != "DONE" or second.state != "DONE":  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    reader = asyncio.ensure_future(read(first))  # wants the value: the fetch begins
+    while dask_backend._gatherer is None:  # noqa: ASYNC110
+        await asyncio.sleep(0)
+    dask_backend._gatherer.cancel()  # before its first step
+    with pytest.raises(BackendError, match=r"could not be fetched.*cancelled"):
+        await asyncio.wait_for(reader, 10)
+    assert len(await asyncio.wait_for(read(second), 10)) == 200_000  # a new gather
+    assert len(await asyncio.wait_for(read(big(300_000)), 30)) == 300_000
 
 
 async def test_cancel_of_a_running_executable_kills_it_on_the_worker(flow, tmp_path):

@@ -1,10 +1,13 @@
 """Failure and cancellation reach dependents at once; independent branches run on."""
 
 import asyncio
+import logging
 import time
 
 import pytest
 
+from plait import WorkflowEngine
+from plait.backends import base
 from plait.errors import DependencyFailureError
 
 
@@ -200,3 +203,28 @@ async def test_cancelling_a_gather_of_tasks_cancels_them(flow):
     with pytest.raises(asyncio.CancelledError):
         await outer
     assert [f.state for f in futs] == ["CANCELLED", "CANCELLED"]
+
+
+async def test_a_body_that_swallows_its_cancel_does_not_hold_shutdown_for_good(monkeypatch, caplog):
+    monkeypatch.setattr(base, "STOP_TIMEOUT", 0.3)
+    flow = await WorkflowEngine.create(handle_signals=False)
+    release = asyncio.Event()
+
+    @flow.function_task(kill_grace=0.2)
+    async def stubborn():
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                pass  # a body that will not stop
+
+    fut = stubborn()
+    await asyncio.sleep(0.05)
+    assert fut.state == "RUNNING"
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="plait.engine"):
+        await asyncio.wait_for(flow.shutdown(), 10)
+    assert 0.4 < time.monotonic() - started < 3  # kill_grace + STOP_TIMEOUT, then on
+    assert fut.cancelled()
+    assert f"left behind: 'stubborn' ({fut.uid})" in caplog.text
+    release.set()  # let it end, so that the test's loop closes cleanly

@@ -16,6 +16,7 @@ functions, ``stdout`` for executables, ``response`` (a one-element list unwrappe
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -197,23 +198,32 @@ class ReferenceBackend(ExecutionBackend):
         if batch:
             submitter = asyncio.get_running_loop().create_task(self._submit(batch))
             self._submitters.add(submitter)
-            submitter.add_done_callback(self._submitters.discard)
+            submitter.add_done_callback(functools.partial(self._submitted, batch))
 
     async def _submit(self, batch: list[dict[str, Any]]) -> None:
         try:
             await self.inner.submit_tasks(batch)
         except Exception as exc:
-            for task in batch:
-                entry = self._waiting.pop(task["uid"], None)
-                if entry is not None and not entry[0].done():
-                    error = BackendError(
-                        f"backend {self.name!r} refused task {task['name']!r} ({task['uid']}): "
-                        f"{type(exc).__name__}: {exc}",
-                        task_uid=task["uid"],
-                        task_name=task["name"],
-                    )
-                    error.__cause__ = exc
-                    entry[0].set_exception(error)
+            self._refuse(batch, exc)
+
+    def _submitted(self, batch: list[dict[str, Any]], submitter: asyncio.Task[None]) -> None:
+        self._submitters.discard(submitter)
+        if submitter.cancelled():  # from outside, maybe before its first step
+            self._refuse(batch, asyncio.CancelledError("the submission was cancelled"))
+
+    def _refuse(self, batch: list[dict[str, Any]], exc: BaseException) -> None:
+        """Fail the tasks of ``batch`` that still wait: their submission failed."""
+        for task in batch:
+            entry = self._waiting.pop(task["uid"], None)
+            if entry is not None and not entry[0].done():
+                error = BackendError(
+                    f"backend {self.name!r} refused task {task['name']!r} ({task['uid']}): "
+                    f"{type(exc).__name__}: {exc}",
+                    task_uid=task["uid"],
+                    task_name=task["name"],
+                )
+                error.__cause__ = exc
+                entry[0].set_exception(error)
 
     def deliver(self, task: dict[str, Any], state: TaskState) -> bool:
         """Settle the waiting ``run`` of ``task`` with a terminal state; False if none waits."""

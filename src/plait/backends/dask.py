@@ -208,6 +208,7 @@ class DaskExecutionBackend(ExecutionBackend):
         self._announce = True
         self._reports: tuple[worker.Report | None, worker.Report | None] = (None, None)
         self._to_gather: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._gathering: list[tuple[Any, asyncio.Future[Any]]] = []  # the batch in flight
         self._gatherer: asyncio.Task[None] | None = None
         self._target = cluster
         self._cluster_options = {
@@ -439,18 +440,35 @@ class DaskExecutionBackend(ExecutionBackend):
             waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self._to_gather.append((future, waiter))
             if self._gatherer is None:
-                self._gatherer = asyncio.get_running_loop().create_task(self._gather_all())
+                self._start_gathering()
             return await waiter
 
         return fetch
 
+    def _start_gathering(self) -> None:
+        self._gatherer = asyncio.get_running_loop().create_task(self._gather_all())
+        self._gatherer.add_done_callback(self._gathering_ended)
+
     async def _gather_all(self) -> None:
-        try:
-            while self._to_gather:
-                batch, self._to_gather = self._to_gather, []
-                await self._gather(batch)
-        finally:
-            self._gatherer = None
+        while self._to_gather:
+            self._gathering, self._to_gather = self._to_gather, []
+            await self._gather(self._gathering)
+        self._gathering = []
+
+    def _gathering_ended(self, gatherer: asyncio.Task[None]) -> None:
+        """After a gather: start again for fetches asked for since, or cancel the rest.
+
+        If the gatherer was cancelled from outside (even before its first step) or
+        broke, every fetch it leaves is cancelled, so that nobody waits for good.
+        """
+        self._gatherer = None
+        if gatherer.cancelled() or gatherer.exception() is not None:
+            left, self._gathering, self._to_gather = self._gathering + self._to_gather, [], []
+            for _, waiter in left:
+                if not waiter.done():
+                    waiter.cancel()
+        elif self._to_gather:
+            self._start_gathering()
 
     async def _gather(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
         try:
