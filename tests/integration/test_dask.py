@@ -451,6 +451,27 @@ async def test_a_killed_worker_fails_its_task_and_nothing_else(tmp_path):
     await flow.shutdown()
 
 
+async def test_a_command_is_stopped_when_its_worker_is_killed(tmp_path):
+    # The worker runs the command in a session of its own, so the command would outlive
+    # a worker killed with SIGKILL; the worker's watchdog stops it.
+    backend = await DaskExecutionBackend(n_workers=1, threads_per_worker=1)
+    flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
+    mark, pidfile = new_mark(), tmp_path / "worker"
+
+    @flow.executable_task
+    async def long():
+        return f"echo $PPID > {pidfile}; sleep {mark}"
+
+    fut = long()
+    worker_pid = int(await wait_text(pidfile))
+    assert worker_pid != os.getpid()
+    os.kill(worker_pid, signal.SIGKILL)
+    with pytest.raises(WorkerLostError):
+        await fut
+    assert await survivors(mark) == []
+    await flow.shutdown()
+
+
 async def test_a_chain_queued_on_a_lost_worker_is_submitted_again(tmp_path, caplog):
     backend = await DaskExecutionBackend(n_workers=1, threads_per_worker=1)
     flow = await WorkflowEngine.create(backend=backend, handle_signals=False)

@@ -136,6 +136,51 @@ async def test_a_script_shut_down_while_its_commands_spawn_exits_at_once(tmp_pat
     assert os.getpid()  # (the test process itself is untouched)
 
 
+KILLED_SCRIPT = """
+import asyncio
+from plait import WorkflowEngine
+
+async def main():
+    flow = await WorkflowEngine.create()
+
+    @flow.executable_task
+    async def sleeper(i):
+        return "sleep {mark} & sleep {mark}; echo " + str(i)  # a background child too
+
+    @flow.executable_task(kill_grace=10)
+    async def tidy():
+        return "trap 'echo tidy > {cleaned}; exit 0' TERM; sleep {mark} & wait"
+
+    @flow.executable_task(service=True, ready={"log": "up"})
+    async def server():
+        return "echo up; exec sleep {mark}"
+
+    futures = [sleeper(i) for i in range(5)] + [tidy(), server()]
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_commands_are_stopped_when_their_process_is_killed_with_sigkill(tmp_path):
+    # Commands (a service's too) run in sessions of their own, so nothing took them down
+    # with plait: a watchdog process (backends/watchdog.py) does, SIGTERM first.
+    mark, cleaned = new_mark(), tmp_path / "cleaned"
+    script = tmp_path / "script.py"
+    script.write_text(KILLED_SCRIPT.replace("{mark}", mark).replace("{cleaned}", str(cleaned)))
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(script), cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while len(marked(mark)) < 12:  # only the process table tells
+            assert time.monotonic() < deadline, "the commands never started"
+            await asyncio.sleep(0.05)
+    finally:
+        proc.kill()  # SIGKILL: plait gets no chance to stop anything
+        await proc.wait()
+    assert await survivors(mark) == []
+    assert cleaned.read_text() == "tidy\n"  # the TERM came first, as a cancel's would
+
+
 # -- a process pool that heals ------------------------------------------------------
 
 

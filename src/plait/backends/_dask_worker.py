@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from plait.backends import watchdog
+
 __all__ = [
     "PUSH_LIMIT",
     "CommandCancelled",
@@ -49,6 +51,8 @@ _RUNNING: dict[str, int] = {}
 _CANCELLED: dict[str, float] = {}
 FORGET_CANCELLED = 600.0
 """Seconds a cancel mark is kept (every worker gets one; only one worker runs the task)."""
+WATCHDOG_GRACE = 5.0
+"""Seconds between SIGTERM and SIGKILL for this worker's commands if the worker dies."""
 
 
 class CommandCancelled(Exception):
@@ -165,6 +169,7 @@ def run_command(
         env=None if env is None else {**os.environ, **env},
         start_new_session=True,
     )
+    watchdog.watch(proc.pid, WATCHDOG_GRACE)  # stopped even if this worker is killed
     with _LOCK:
         _RUNNING[key] = proc.pid
         cancelled = _CANCELLED.pop(key, None) is not None
@@ -176,6 +181,7 @@ def run_command(
     finally:
         with _LOCK:
             _RUNNING.pop(key, None)
+        watchdog.forget(proc.pid)
     if proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, command, out, err)
     stdout = out.decode("utf-8", errors="replace")

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from plait.backends import watchdog
 from plait.errors import CommandError, InvalidTaskError
 from plait.staging.sandbox import stdio_paths
 from plait.task import TaskDescription
@@ -114,6 +115,8 @@ class Child:
         env: the whole environment, or None for this process's.
         stdout: ``PIPE`` to collect stdout, or an open file to write it to.
         stderr: likewise for stderr.
+        kill_grace: how long the watchdog gives the group between SIGTERM and SIGKILL
+            if this process dies without stopping it (see :mod:`plait.backends.watchdog`).
 
     Raises:
         OSError: the program could not be started (not found, not executable, a
@@ -130,6 +133,7 @@ class Child:
         env: Mapping[str, str] | None = None,
         stdout: int | IO[Any] = PIPE,
         stderr: int | IO[Any] = PIPE,
+        kill_grace: float = 5.0,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         out_r, out_w = os.pipe2(os.O_CLOEXEC) if stdout == PIPE else (-1, stdout)
@@ -151,6 +155,7 @@ class Child:
             _close(out_w if out_r >= 0 else -1, err_w if err_r >= 0 else -1)
         # From here on nothing awaits until the caller's try: a cancel cannot slip in.
         self.pid = self.popen.pid
+        watchdog.watch(self.pid, kill_grace)  # stopped even if this process is killed
         self._out = _Reader(self.loop, out_r) if out_r >= 0 else None
         self._err = _Reader(self.loop, err_r) if err_r >= 0 else None
         self.exited: asyncio.Future[int] = self.loop.create_future()
@@ -189,6 +194,7 @@ class Child:
             self.loop.call_soon_threadsafe(self._exit, code)
 
     def _exit(self, code: int) -> None:
+        watchdog.forget(self.pid)  # reaped: its pid may be reused from now on
         self.popen.returncode = code  # Popen must not wait for it again
         if not self.exited.done():
             self.exited.set_result(code)
@@ -270,7 +276,7 @@ async def run_command(
         if not argv:
             raise InvalidTaskError("the command is empty")
     full_env = None if env is None else {**os.environ, **env}
-    child = Child(argv, cwd=cwd, env=full_env, stdout=stdout, stderr=stderr)
+    child = Child(argv, cwd=cwd, env=full_env, stdout=stdout, stderr=stderr, kill_grace=kill_grace)
     try:
         code, out, err = await child.finish()
     except BaseException:  # cancelled or timed out, at whatever moment: stop the group

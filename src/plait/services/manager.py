@@ -301,7 +301,14 @@ class ServiceRun:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         # Local opens, quick, on the loop on purpose: the command gets the files at once.
         with open(out_path, "ab") as out, open(err_path, "ab") as err:  # noqa: ASYNC230
-            self.child = Child(argv, cwd=opts.cwd or desc.sandbox, env=env, stdout=out, stderr=err)
+            self.child = Child(
+                argv,
+                cwd=opts.cwd or desc.sandbox,
+                env=env,
+                stdout=out,
+                stderr=err,
+                kill_grace=opts.kill_grace,
+            )
 
     async def _begin_body(self) -> tuple[asyncio.Future[Any], Any]:
         """Start a function service; return what marks its end, and its yielded value."""
