@@ -181,6 +181,44 @@ async def test_commands_are_stopped_when_their_process_is_killed_with_sigkill(tm
     assert cleaned.read_text() == "tidy\n"  # the TERM came first, as a cancel's would
 
 
+NO_WATCHDOG_SCRIPT = """
+import asyncio, errno, logging, os, types
+from plait import WorkflowEngine
+from plait.backends import watchdog
+
+def no_pipe():
+    raise OSError(errno.EMFILE, "Too many open files")
+
+# The watchdog's module sees an os without file descriptors left for a pipe.
+watchdog.os = types.SimpleNamespace(**{**vars(os), "pipe": no_pipe})
+logging.basicConfig(format="%(name)s: %(message)s")
+
+async def main():
+    flow = await WorkflowEngine.create()
+
+    @flow.executable_task
+    async def hello(i):
+        return f"echo {i}"
+
+    print(await asyncio.gather(*(hello(i) for i in range(3))))
+    await flow.shutdown()
+
+asyncio.run(main())
+"""
+
+
+def test_commands_run_when_the_watchdog_cannot_start(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(NO_WATCHDOG_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['0\\n', '1\\n', '2\\n']"
+    assert "could not start the command watchdog: [Errno 24]" in done.stderr
+    assert done.stderr.count("could not start") == 1  # said once, not per command
+
+
 # -- a process pool that heals ------------------------------------------------------
 
 

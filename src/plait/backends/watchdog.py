@@ -117,7 +117,12 @@ def _start() -> int:
         if _owner == os.getpid():  # another thread started it meanwhile
             return _fd
         _fd = -1
-        read_end, write_end = os.pipe()
+        try:
+            read_end, write_end = os.pipe()
+        except OSError as exc:  # out of file descriptors, say: commands run unwatched
+            logger.warning("could not start the command watchdog: %s", exc)
+            _owner = os.getpid()  # tried once per process: a failure is not retried
+            return -1
         try:
             # Not a Popen: nothing here waits for it, or warns that it still runs at exit.
             os.posix_spawn(
@@ -141,7 +146,7 @@ def _start() -> int:
             _fd = write_end
         finally:
             os.close(read_end)
-        _owner = os.getpid()  # tried once per process: a failure is not retried
+        _owner = os.getpid()  # set last: other threads wait on the lock until then
         return _fd
 
 
