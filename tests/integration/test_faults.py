@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from tests.support import marked, new_mark, survivors
+from tests.support import marked, new_mark, survivors, wait_text
 
 from plait import WorkflowEngine
 
@@ -178,7 +178,7 @@ async def test_commands_are_stopped_when_their_process_is_killed_with_sigkill(tm
         proc.kill()  # SIGKILL: plait gets no chance to stop anything
         await proc.wait()
     assert await survivors(mark) == []
-    assert cleaned.read_text() == "tidy\n"  # the TERM came first, as a cancel's would
+    assert await wait_text(cleaned) == "tidy"  # the TERM came first, as a cancel's would
 
 
 NO_WATCHDOG_SCRIPT = """
