@@ -258,9 +258,11 @@ class ClusterFuture(TaskFuture[_R]):
         else:
             if not self.done():
                 asyncio.Future.set_result(self, value)
+        finally:
+            self._remote = None
 
     def _fetch_ended(self, fetching: asyncio.Task[None]) -> None:
-        self._remote = None
+        self._remote = None  # (a fetch cancelled before its first step ran none of the above)
         if fetching.cancelled():  # from outside, maybe before its first step: say so
             self._fetch_failed(asyncio.CancelledError("the fetch was cancelled"))
 

@@ -716,7 +716,10 @@ class Scheduler:
         if runner is not None and not runner.done():
             runner.cancel()
             self._stopping[runner] = desc
-            runner.add_done_callback(self._stopping.pop)
+            runner.add_done_callback(self._stopped)
+
+    def _stopped(self, runner: asyncio.Task[None]) -> None:
+        self._stopping.pop(runner, None)
 
     def _finish(self, node: Node) -> None:
         desc = node.desc
