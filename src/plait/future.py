@@ -289,12 +289,6 @@ def settle_remote(fut: ClusterFuture[Any], remote: RemoteResult) -> bool:
     return True
 
 
-def mark_running(fut: PlaitFuture[Any]) -> None:
-    """Move a pending future to RUNNING; a no-op in any other state."""
-    if fut._state is TaskState.PENDING:
-        fut._state = TaskState.RUNNING
-
-
 def settle_result(fut: PlaitFuture[Any], value: Any) -> bool:
     """Finish ``fut`` with ``value``. Returns False if it had already finished."""
     state = fut._state  # the hot path: can_move's rule for DONE, without the call

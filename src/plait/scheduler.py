@@ -62,7 +62,6 @@ from plait.future import (
     ClusterFuture,
     PlaitFuture,
     TaskFuture,
-    mark_running,
     settle_cancelled,
     settle_error,
     settle_remote,
@@ -630,8 +629,9 @@ class Scheduler:
 
     def started(self, node: Node) -> None:
         """Mark ``node`` RUNNING (a no-op unless it is PENDING)."""
-        if node.future._state is TaskState.PENDING:
-            mark_running(node.future)
+        fut = node.future
+        if fut._state is TaskState.PENDING:
+            fut._state = TaskState.RUNNING  # the one move to RUNNING
             publish = self.publish
             if publish is not None:
                 publish((EventKind.STARTED, node.desc, _now(), None))
@@ -650,6 +650,8 @@ class Scheduler:
         if publish is not None:
             publish((EventKind.COMPLETED, node.desc, _now(), None))
         self._finish(node)
+        if not node.dependents:  # most tasks: nobody waits for them
+            return
         for ready in release(node):
             if ready.runner is None and not ready.pipelined:
                 self._launch(ready)
