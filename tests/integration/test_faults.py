@@ -181,6 +181,44 @@ async def test_commands_are_stopped_when_their_process_is_killed_with_sigkill(tm
     assert await wait_text(cleaned) == "tidy"  # the TERM came first, as a cancel's would
 
 
+NO_CHILDREN_SCRIPT = """
+import asyncio, psutil
+from plait import WorkflowEngine
+
+async def main():
+    flow = await WorkflowEngine.create()
+
+    @flow.executable_task
+    async def hello(i):
+        return f"echo {i}"
+
+    @flow.executable_task
+    async def long():
+        return "sleep {mark}"
+
+    print(await asyncio.gather(*(hello(i) for i in range(3))))
+    fut = long()
+    await asyncio.sleep(0.2)
+    fut.cancel()
+    await flow.shutdown()
+    print(psutil.Process().children(recursive=True))
+
+asyncio.run(main())
+"""
+
+
+def test_a_shut_down_engine_leaves_no_child_process(tmp_path):
+    # Not its commands, and not the watchdog either (it runs detached from this process).
+    mark = new_mark()
+    script = tmp_path / "script.py"
+    script.write_text(NO_CHILDREN_SCRIPT.replace("{mark}", mark))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["['0\\n', '1\\n', '2\\n']", "[]"]
+
+
 NO_WATCHDOG_SCRIPT = """
 import asyncio, errno, logging, os, types
 from plait import WorkflowEngine

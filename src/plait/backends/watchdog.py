@@ -5,12 +5,13 @@ the command started. That also means nothing takes the group down when plait its
 dies without a chance to clean up (``kill -9``, the OOM killer, a segfault): the
 commands would run on, orphaned. So the first command a process starts also starts a
 watchdog: a small Python process, in a session of its own (a signal to plait's group
-does not reach it), that reads a pipe. plait writes a line when a command starts
-(``+ PGID GRACE``) and when it has been reaped (``- PGID 0``). When the pipe reaches end
-of file — this process is gone, however it ended — the watchdog sends SIGTERM to every
-group still listed, gives them up to the largest of their graces, sends SIGKILL to
-what is left, and exits. A process that ends normally has stopped or reaped its
-commands by then, so the watchdog just exits.
+does not reach it) and not a child of this process (a shell starts it and exits, so
+nothing here reaps it or sees it among its children), that reads a pipe. plait writes
+a line when a command starts (``+ PGID GRACE``) and when it has been reaped
+(``- PGID 0``). When the pipe reaches end of file — this process is gone, however it
+ended — the watchdog sends SIGTERM to every group still listed, gives them up to the
+largest of their graces, sends SIGKILL to what is left, and exits. A process that
+ends normally has stopped or reaped its commands by then, so the watchdog just exits.
 
 One watchdog serves every engine of a process (it holds process-group ids, nothing
 else); a forked child closes its parent's pipe and starts its own if it runs commands.
@@ -74,6 +75,9 @@ for sig in (signal.SIGTERM, signal.SIGKILL):
         groups = {g: t for g, t in groups.items() if alive(g)}
 """
 
+_LAUNCH = '"$0" -I -S -c "$1" <&3 3<&- &'
+"""The watchdog's start: in the background (its stdin the pipe, on fd 3), then exit."""
+
 _lock = threading.Lock()
 _fd = -1  # the pipe's write end, in the process that started the watchdog
 _owner = 0  # that process's pid
@@ -124,19 +128,23 @@ def _start() -> int:
             _owner = os.getpid()  # tried once per process: a failure is not retried
             return -1
         try:
-            # Not a Popen: nothing here waits for it, or warns that it still runs at exit.
-            os.posix_spawn(
-                sys.executable,
-                [sys.executable, "-I", "-S", "-c", _PROGRAM],
+            # Started by a shell that exits at once, so that it is not a child of this
+            # process: nothing here has to reap it, and it is not among our children.
+            shell = os.posix_spawn(
+                "/bin/sh",
+                ["/bin/sh", "-c", _LAUNCH, sys.executable, _PROGRAM],
                 os.environ,
                 file_actions=[
-                    (os.POSIX_SPAWN_DUP2, read_end, 0),
+                    (os.POSIX_SPAWN_DUP2, read_end, 3),
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
                     (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
                 ],
                 setsid=True,
             )
-        except (OSError, ValueError) as exc:  # no interpreter to run it with
+            with contextlib.suppress(ChildProcessError):  # reaped elsewhere: fine too
+                os.waitpid(shell, 0)  # it only starts the watchdog: a millisecond
+        except (OSError, ValueError) as exc:  # no shell or interpreter to run it with
             os.close(write_end)
             logger.warning("could not start the command watchdog: %s", exc)
         else:
