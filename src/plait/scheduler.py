@@ -395,10 +395,7 @@ class Scheduler:
         if self._burst >= LAUNCH_AHEAD or self._backlog:
             self._backlog.append(node)  # launched in a coming loop iteration, in order
             return
-        self._burst += 1
-        if self._burst == 1:
-            self.loop.call_soon(self._next_iteration)
-        node.runner = self.loop.create_task(self._execute(node), context=node.context)
+        self._start_runner(node)
 
     def _next_iteration(self) -> None:
         """A new loop iteration: launch the next ``LAUNCH_AHEAD`` waiting nodes, in order."""
@@ -406,12 +403,15 @@ class Scheduler:
         backlog = self._backlog
         while backlog and self._burst < LAUNCH_AHEAD:
             node = backlog.popleft()
-            if node.future.done():  # cancelled (or failed) while it waited
-                continue
-            self._burst += 1
-            if self._burst == 1:
-                self.loop.call_soon(self._next_iteration)
-            node.runner = self.loop.create_task(self._execute(node), context=node.context)
+            if not node.future.done():  # else cancelled (or failed) while it waited
+                self._start_runner(node)
+
+    def _start_runner(self, node: Node) -> None:
+        """Start the asyncio task that runs ``node``, counted in this iteration's burst."""
+        self._burst += 1
+        if self._burst == 1:
+            self.loop.call_soon(self._next_iteration)
+        node.runner = self.loop.create_task(self._execute(node), context=node.context)
 
     async def _execute(self, node: Node) -> None:
         desc = node.desc
@@ -748,8 +748,6 @@ class Scheduler:
         outlives it.
         """
         self._backlog.clear()
-        nodes = list(self.live.values())
-        runners = {n.runner: n.desc for n in nodes if n.runner is not None and not n.runner.done()}
-        for node in nodes:
-            self.cancel_node(node)
-        return runners | self._stopping
+        for node in list(self.live.values()):
+            self.cancel_node(node)  # a running one's runner joins the stopping ones
+        return dict(self._stopping)
