@@ -22,7 +22,11 @@ Launching is paced, not deferred: at most ``LAUNCH_AHEAD`` tasks are launched in
 loop iteration. A burst beyond that (a million calls in one loop iteration) waits in
 a FIFO as plain nodes, and each following iteration launches the next
 ``LAUNCH_AHEAD`` of them, in order — every ready task still starts as soon as the
-loop gets to it, and no running (or cancelled) task holds the queue. A waiting node
+loop gets to it, and no running (or cancelled) task holds the queue. The count is
+reset when the queue is drained, not at every iteration (that would cost a callback
+per iteration that launches anything, one per hop of a chain): the count since the
+last drain bounds the launches of the current iteration all the same, and a task
+that finds it full waits one iteration at most. A waiting node
 costs four small objects; a launched one, its asyncio task, coroutine, handle and
 context too, and the garbage collector walks every live object again and again as
 a burst grows.
@@ -146,7 +150,7 @@ class Scheduler:
         self._stopping: dict[asyncio.Task[None], TaskDescription] = {}
         self._counter = itertools.count(1)
         self._backlog: collections.deque[Node] = collections.deque()  # ready, not launched
-        self._burst = 0  # launched in this loop iteration (a reset is due while > 0)
+        self._burst = 0  # launched since the backlog last drained (see _launch)
         # Results kept on a cluster need fetching or handing over before a task runs.
         self._remote = any(b.keeps_results for b in backends.values())
         # Set by the engine's EventBus while anybody listens; None costs one test per step.
@@ -392,8 +396,11 @@ class Scheduler:
             if not node.pipelined:  # a pipelined node's inputs resolve later
                 publish((EventKind.RESOLVED, node.desc, now, None))
             publish((EventKind.QUEUED, node.desc, now, None))
-        if self._burst >= LAUNCH_AHEAD or self._backlog:
-            self._backlog.append(node)  # launched in a coming loop iteration, in order
+        backlog = self._backlog
+        if self._burst >= LAUNCH_AHEAD or backlog:
+            if not backlog:
+                self.loop.call_soon(self._next_iteration)
+            backlog.append(node)  # launched in a coming loop iteration, in order
             return
         self._start_runner(node)
 
@@ -405,12 +412,12 @@ class Scheduler:
             node = backlog.popleft()
             if not node.future.done():  # else cancelled (or failed) while it waited
                 self._start_runner(node)
+        if backlog:
+            self.loop.call_soon(self._next_iteration)
 
     def _start_runner(self, node: Node) -> None:
-        """Start the asyncio task that runs ``node``, counted in this iteration's burst."""
+        """Start the asyncio task that runs ``node``, counted in the current burst."""
         self._burst += 1
-        if self._burst == 1:
-            self.loop.call_soon(self._next_iteration)
         node.runner = self.loop.create_task(self._execute(node), context=node.context)
 
     async def _execute(self, node: Node) -> None:

@@ -83,3 +83,17 @@ async def test_a_burst_cancelled_before_it_starts_leaves_the_queue_open(flow):
         await asyncio.gather(*futures, return_exceptions=True)
         assert all(fut.state == "CANCELLED" for fut in futures)
     assert await asyncio.wait_for(work(7), 10) == 7
+
+
+async def test_a_chain_longer_than_the_launch_queue_never_stalls(flow):
+    # The launch count is reset when the queue drains, not at every loop iteration: a
+    # chain launches one task per iteration and fills the count again and again. Each
+    # time, the next hop waits in the queue, and a drain must come for it.
+    @flow.function_task
+    async def step(previous):
+        return previous + 1
+
+    fut = step(0)
+    for _ in range(3 * LAUNCH_AHEAD):
+        fut = step(fut)
+    assert await asyncio.wait_for(fut, 10) == 3 * LAUNCH_AHEAD + 1
