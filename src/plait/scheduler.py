@@ -151,6 +151,7 @@ class Scheduler:
         self._counter = itertools.count(1)
         self._backlog: collections.deque[Node] = collections.deque()  # ready, not launched
         self._burst = 0  # launched since the backlog last drained (see _launch)
+        self._context: contextvars.Context | None = None  # the last call's (see submit)
         # Results kept on a cluster need fetching or handing over before a task runs.
         self._remote = any(b.keeps_results for b in backends.values())
         # Set by the engine's EventBus while anybody listens; None costs one test per step.
@@ -209,7 +210,8 @@ class Scheduler:
             fut = ClusterFuture(self.loop, desc, self)
         else:
             fut = TaskFuture(self.loop, desc, self)
-        node = Node(fut, desc, contextvars.copy_context())
+        context = self._shared_context()
+        node = Node(fut, desc, context)
         node.backend = backend
         fut._node = node
         self.live[uid] = node
@@ -229,6 +231,26 @@ class Scheduler:
         elif (node.pending == 0 or node.pipelined) and not fut.done():
             self._launch(node)
         return fut
+
+    def _shared_context(self) -> contextvars.Context:
+        """A copy of the caller's context, shared with the last call's if they are equal.
+
+        A waiting node holds a context until it runs; calls made one after another
+        nearly always see the same variables, and one copy then serves them all (a
+        burst of a million calls holds one, not a million). Two copies of unchanged
+        variables compare equal at once (they share their mapping); values that cannot
+        be compared just make a new copy.
+        """
+        context = contextvars.copy_context()
+        try:
+            same = context == self._context
+        except Exception:
+            same = False
+        if same:
+            assert self._context is not None
+            return self._context
+        self._context = context
+        return context
 
     @staticmethod
     def _configure(
@@ -418,7 +440,11 @@ class Scheduler:
     def _start_runner(self, node: Node) -> None:
         """Start the asyncio task that runs ``node``, counted in the current burst."""
         self._burst += 1
-        node.runner = self.loop.create_task(self._execute(node), context=node.context)
+        context = node.context
+        assert context is not None
+        # Calls made in the same context share one copy of it until they run; each runs
+        # in a copy of its own, so what one task sets is not seen by another.
+        node.runner = self.loop.create_task(self._execute(node), context=context.copy())
 
     async def _execute(self, node: Node) -> None:
         desc = node.desc
