@@ -57,3 +57,18 @@ async def test_a_variable_whose_values_cannot_be_compared_does_not_break_calls(f
     b = read()
     assert await a is first
     assert await b is second
+
+
+async def test_what_a_task_sets_is_seen_by_the_tasks_it_calls(flow):
+    var.set("caller")
+
+    @flow.function_task
+    async def read():
+        return var.get()
+
+    @flow.function_task
+    async def outer(value):
+        var.set(value)
+        return await read()
+
+    assert await asyncio.gather(outer("x"), outer("y"), read()) == ["x", "y", "caller"]
