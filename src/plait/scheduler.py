@@ -26,10 +26,11 @@ loop gets to it, and no running (or cancelled) task holds the queue. The count i
 reset when the queue is drained, not at every iteration (that would cost a callback
 per iteration that launches anything, one per hop of a chain): the count since the
 last drain bounds the launches of the current iteration all the same, and a task
-that finds it full waits one iteration at most. A waiting node
-costs four small objects; a launched one, its asyncio task, coroutine, handle and
-context too, and the garbage collector walks every live object again and again as
-a burst grows.
+that finds it full waits one iteration at most. A waiting node costs three small
+objects (its context is one copy shared with the calls made before it in the same
+context); a launched one, its asyncio task, coroutine, handle and a context of its
+own too, and the garbage collector walks every live object again and again as a
+burst grows.
 
 No step polls or sleeps (retries wait their backoff, nothing else does). The hot path
 formats no log message and checks no types beyond what routing needs.
@@ -151,7 +152,9 @@ class Scheduler:
         self._counter = itertools.count(1)
         self._backlog: collections.deque[Node] = collections.deque()  # ready, not launched
         self._burst = 0  # launched since the backlog last drained (see _launch)
-        self._context: contextvars.Context | None = None  # the last call's (see submit)
+        # The last call's context, shared with the next calls while it is unchanged (see
+        # _shared_context); one copy, kept until a call sees other values.
+        self._context: contextvars.Context | None = None
         # Results kept on a cluster need fetching or handing over before a task runs.
         self._remote = any(b.keeps_results for b in backends.values())
         # Set by the engine's EventBus while anybody listens; None costs one test per step.
