@@ -244,14 +244,12 @@ class Scheduler:
         variables compare equal at once (they share their mapping); values that cannot
         be compared just make a new copy.
         """
-        context = contextvars.copy_context()
+        context, previous = contextvars.copy_context(), self._context
         try:
-            same = context == self._context
+            if previous is not None and context == previous:
+                return previous
         except Exception:
-            same = False
-        if same:
-            assert self._context is not None
-            return self._context
+            pass  # values that cannot be compared: this call keeps its own copy
         self._context = context
         return context
 
