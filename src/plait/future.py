@@ -17,6 +17,7 @@ and :func:`settle_cancelled`, which move ``state`` with :func:`~plait.states.can
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -25,7 +26,7 @@ from plait.states import TaskState, can_move
 from plait.task import TaskDescription, TaskKind
 
 if TYPE_CHECKING:
-    from plait.backends.base import RemoteResult
+    from plait.backends.base import ExecutionBackend, RemoteResult
 
 __all__ = ["BlockFuture", "ClusterFuture", "FinishedTask", "PlaitFuture", "TaskFuture"]
 
@@ -34,11 +35,7 @@ _FUTURE_INIT = asyncio.Future.__init__  # called directly: no super() lookup per
 
 
 class _Canceller(Protocol):
-    """The scheduler, as a future sees it: it can cancel the future's node.
-
-    The node (a :class:`plait.graph.Node`) is opaque here, so that this module and
-    the graph do not import each other.
-    """
+    """The scheduler, as a future sees it: it can cancel the future's task."""
 
     def cancel_node(self, node: Any, msg: Any | None = None) -> bool: ...
 
@@ -50,11 +47,29 @@ class PlaitFuture(asyncio.Future[_R]):
     ``int``, so ``await`` gives an ``int`` to a type checker too.
     """
 
-    __slots__ = ("_desc", "_node", "_owner", "_state")
+    # Besides its own state and description, a future carries its task's place in the
+    # engine's DAG while the task is unfinished (see plait.graph): one object per call,
+    # not a future and a node. Only the scheduler and plait.graph touch those slots.
+    __slots__ = (
+        "_backend",
+        "_context",
+        "_dependents",
+        "_deps",
+        "_desc",
+        "_files",
+        "_has_deps",
+        "_inputs_done",
+        "_members",
+        "_owner",
+        "_parent",
+        "_pending",
+        "_pipelined",
+        "_runner",
+        "_state",
+    )
 
     _state: TaskState
-    _node: Any  # the scheduler's plait.graph.Node while unfinished, then None
-    _owner: _Canceller | None
+    _owner: _Canceller | None  # the scheduler while the task is unfinished, then None
     _desc: TaskDescription
 
     def __init__(
@@ -64,7 +79,20 @@ class PlaitFuture(asyncio.Future[_R]):
         self._state = TaskState.PENDING
         self._desc = desc
         self._owner = owner
-        self._node = None
+        # The DAG's fields (documented in plait.graph). Empty tuples are shared; a list
+        # is made only for a task that gets dependents.
+        self._backend: ExecutionBackend | None = None
+        self._context: contextvars.Context | None = None
+        self._pending = 0
+        self._has_deps = False
+        self._dependents: list[PlaitFuture[Any]] | tuple[()] = ()
+        self._runner: asyncio.Task[None] | None = None
+        self._parent: PlaitFuture[Any] | None = None
+        self._members: set[PlaitFuture[Any]] | None = None
+        self._deps: tuple[asyncio.Future[Any], ...] = ()
+        self._files: list[Any] | tuple[()] = ()
+        self._pipelined = False
+        self._inputs_done: asyncio.Future[None] | None = None
 
     @property
     def state(self) -> TaskState:
@@ -93,13 +121,13 @@ class PlaitFuture(asyncio.Future[_R]):
         (a subprocess gets SIGTERM, then SIGKILL after a grace period). A block cancels
         all its members. Returns False if the task had already finished.
         """
-        node, owner = self._node, self._owner
-        if node is None or owner is None:
+        owner = self._owner
+        if owner is None:
             if not super().cancel(msg):
                 return False
             self._state = TaskState.CANCELLED
             return True
-        return owner.cancel_node(node, msg)
+        return owner.cancel_node(self, msg)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.uid} {self.name!r} {self._state.value}>"

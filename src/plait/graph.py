@@ -1,11 +1,11 @@
-"""The live DAG: one :class:`Node` per unfinished task, with its pending-dependency count.
+"""The live DAG: every unfinished task's future is a :data:`Node`, with its pending count.
 
 How scheduling works
 --------------------
-Each node keeps ``pending``, the number of its dependencies that have not finished,
-and ``dependents``, the nodes waiting for it. Linking a call to a dependency that is
-still running appends the new node to the dependency's ``dependents`` and adds one
-to ``pending``. When a dependency finishes, the engine calls :func:`release`, which
+Each node keeps ``_pending``, the number of its dependencies that have not finished,
+and ``_dependents``, the nodes waiting for it. Linking a call to a dependency that is
+still running appends the new node to the dependency's ``_dependents`` and adds one
+to ``_pending``. When a dependency finishes, the engine calls :func:`release`, which
 decrements each dependent's count and returns those that reached zero: the engine
 starts them at once, in the same loop iteration. Nothing scans the graph and nothing
 polls; the cost of a completion is the number of its dependents.
@@ -14,99 +14,53 @@ A failure or cancellation walks the other way: :func:`downstream` yields every
 transitive dependent (and every member of a cancelled block) exactly once, so the
 engine can settle them all in one pass, without recursion, however deep the DAG.
 
-Only unfinished nodes exist. A finished node is dropped from the engine's table and
-its arguments are released; what stays is the user's future and its result.
+Only unfinished tasks are nodes. A finished one is dropped from the engine's table and
+its references are cleared; what stays is the user's future with its result.
 This module does no I/O and knows nothing of backends beyond holding a reference.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeAlias
 
-if TYPE_CHECKING:
-    from plait.backends.base import ExecutionBackend
-    from plait.future import PlaitFuture
-    from plait.task import TaskDescription
+from plait.future import PlaitFuture
 
 __all__ = ["Node", "add_dependent", "downstream", "release"]
 
+Node: TypeAlias = PlaitFuture[Any]
+"""A task's future, seen as its place in the DAG while the task is unfinished.
 
-class Node:
-    """One unfinished task or block.
+A node is not an object of its own: the engine's fields live on the future (its
+underscore slots), so that a call costs one object, not two. The fields:
 
-    Attributes:
-        future: the user's future.
-        desc: the call's description.
-        backend: the backend that runs it (``None`` for blocks and failed calls).
-        pending: dependencies not yet finished.
-        has_deps: whether the arguments hold futures to substitute.
-        dependents: nodes waiting for this one.
-        runner: the asyncio task running this node, once started.
-        context: the contextvars of the call, in which the node runs.
-        parent: the block this node was created in, if any.
-        members: for a block, its unfinished members.
-        deps: the futures this node depends on (kept for data staging and errors).
-        files: the ``InputFile``/``OutputFile`` declarations in its arguments.
-        pipelined: started before its dependencies finished, because they run on its
-            own backend, which takes them as in-flight inputs (see
-            ``ExecutionBackend.pipelines``).
-        inputs_done: while a pipelined node waits for its dependencies to finish (a
-            fallback), the future that :func:`release` leaves it to the engine to set.
-    """
+* ``_desc``: the call's description; ``_owner``: the scheduler, until the task finishes;
+* ``_backend``: the backend that runs it (``None`` for blocks and failed calls);
+* ``_pending``: dependencies not yet finished; ``_dependents``: nodes waiting for it;
+* ``_has_deps`` and ``_deps``: whether the arguments hold futures, and those futures
+  (kept for data staging and errors); ``_files``: the ``InputFile``/``OutputFile``
+  declarations in its arguments;
+* ``_runner``: the asyncio task running it, once started; ``_context``: the contextvars
+  of the call, in which it runs;
+* ``_parent``: the block it was created in; ``_members``: for a block, its unfinished
+  members;
+* ``_pipelined``: started before its dependencies finished, because they run on its
+  own backend, which takes them as in-flight inputs (see
+  ``ExecutionBackend.pipelines``); ``_inputs_done``: while a pipelined node waits for
+  its dependencies to finish (a fallback), the future that :func:`release` leaves it to
+  the engine to set.
 
-    __slots__ = (
-        "backend",
-        "context",
-        "dependents",
-        "deps",
-        "desc",
-        "files",
-        "future",
-        "has_deps",
-        "inputs_done",
-        "members",
-        "parent",
-        "pending",
-        "pipelined",
-        "runner",
-    )
-
-    def __init__(
-        self,
-        future: PlaitFuture[Any],
-        desc: TaskDescription,
-        context: contextvars.Context,
-    ) -> None:
-        self.future = future
-        self.desc = desc
-        self.context: contextvars.Context | None = context
-        self.backend: ExecutionBackend | None = None
-        self.pending = 0
-        self.has_deps = False
-        # Empty tuples are shared; a list is made only for a node that gets dependents.
-        # Fewer objects per task means less work for the garbage collector.
-        self.dependents: list[Node] | tuple[()] = ()
-        self.runner: asyncio.Task[None] | None = None
-        self.parent: Node | None = None
-        self.members: set[Node] | None = None
-        self.deps: tuple[asyncio.Future[Any], ...] = ()
-        self.files: list[Any] | tuple[()] = ()
-        self.pipelined = False
-        self.inputs_done: asyncio.Future[None] | None = None
-
-    def __repr__(self) -> str:
-        return f"<Node {self.desc.uid} pending={self.pending}>"
+Finishing a task clears its references (arguments, dependencies, context, runner)
+and its owner; the future keeps its description and its outcome.
+"""
 
 
 def add_dependent(node: Node, dependent: Node) -> None:
     """Record that ``dependent`` waits for ``node``."""
-    if node.dependents:
-        node.dependents.append(dependent)
+    if node._dependents:
+        node._dependents.append(dependent)
     else:
-        node.dependents = [dependent]
+        node._dependents = [dependent]
 
 
 def release(node: Node) -> list[Node]:
@@ -115,13 +69,13 @@ def release(node: Node) -> list[Node]:
     A pipelined dependent is returned too (its inputs are all finished now), though
     it already runs.
     """
-    dependents, node.dependents = node.dependents, ()
+    dependents, node._dependents = node._dependents, ()
     if not dependents:
         return []
     ready = []
     for dependent in dependents:
-        dependent.pending -= 1
-        if dependent.pending == 0 and not dependent.future.done():
+        dependent._pending -= 1
+        if dependent._pending == 0 and not dependent.done():
             ready.append(dependent)
     return ready
 
@@ -143,12 +97,12 @@ def downstream(node: Node, *, members: bool) -> Iterator[tuple[Node, Node]]:
         current, cause = stack.pop()
         if current is not node:
             yield current, cause
-        below: list[Node] = list(current.dependents)
-        current.dependents = ()
-        if members and current.members:
-            below = [*below, *current.members]
-            current.members = set()
+        below: list[Node] = list(current._dependents)
+        current._dependents = ()
+        if members and current._members:
+            below = [*below, *current._members]
+            current._members = set()
         for child in below:
-            if id(child) not in seen and not child.future.done():
+            if id(child) not in seen and not child.done():
                 seen.add(id(child))
                 stack.append((child, current))

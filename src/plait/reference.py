@@ -21,6 +21,7 @@ from plait.backends.compat import (
     reference_result,
 )
 from plait.errors import BackendError
+from plait.future import PlaitFuture
 from plait.graph import Node
 from plait.states import TaskState
 
@@ -61,10 +62,10 @@ class _Readiness:
         self._settle((False, exception))
 
     def done(self) -> bool:
-        return self._node.future.done()
+        return self._node.done()
 
     def cancelled(self) -> bool:
-        return self._node.future.cancelled()
+        return self._node.cancelled()
 
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ class ReferenceHooks:
         if node is None:
             logger.debug("ignored a report for unknown or finished task %r", report.get("uid"))
             return
-        backend = node.backend
+        backend = node._backend
         new = (
             backend.state_of(state)
             if isinstance(backend, ReferenceBackend)
@@ -108,7 +109,7 @@ class ReferenceHooks:
             try:
                 service_callback(_Readiness(self, node), task, state)
             except Exception as exc:
-                error = BackendError(f"service callback of {node.desc.uid} failed: {exc}")
+                error = BackendError(f"service callback of {node._desc.uid} failed: {exc}")
                 error.__cause__ = exc
                 self._scheduler.abort(node, error)
                 return
@@ -117,21 +118,21 @@ class ReferenceHooks:
         self._apply_report(node, report, new)
 
     def _apply_report(self, node: Node, report: dict[str, Any], new: TaskState) -> None:
-        backend = node.backend
+        backend = node._backend
         if new is TaskState.RUNNING:
             self._scheduler.started(node)
             if isinstance(backend, ReferenceBackend):
-                backend.running(node.desc.uid)
+                backend.running(node._desc.uid)
             return
         if isinstance(backend, ReferenceBackend) and backend.deliver(report, new):
             return
         # Not waited for by an adapter (a plait backend, or a task the caller settles):
         # settle it here and stop whatever still runs it (settling forgets the runner).
-        runner = node.runner
+        runner = node._runner
         if new is TaskState.DONE:
-            self._scheduler.succeed(node, reference_result(report, node.desc.kind))
+            self._scheduler.succeed(node, reference_result(report, node._desc.kind))
         elif new is TaskState.FAILED:
-            self._scheduler.fail(node, reference_error(report, node.desc))
+            self._scheduler.fail(node, reference_error(report, node._desc))
         else:
             self._scheduler.cancel_node(node)
         if runner is not None and not runner.done():
@@ -143,20 +144,21 @@ class ReferenceHooks:
         The backend keeps running the service; only the task's future is settled, with
         what the backend's ``service_callback`` gave (RADICAL-Pilot's ``wait_info()``).
         """
-        if node.future.done():
+        if node.done():
             return
         ok, value = outcome
         if ok:
-            report = {"uid": node.desc.uid, "return_value": value, "stdout": value}
+            report = {"uid": node._desc.uid, "return_value": value, "stdout": value}
             self._apply_report(node, report, TaskState.DONE)
         else:
-            self._apply_report(node, {"uid": node.desc.uid, "exception": value}, TaskState.FAILED)
+            self._apply_report(node, {"uid": node._desc.uid, "exception": value}, TaskState.FAILED)
 
     def _node_of(self, task: Any, fut: Any) -> Node | None:
-        node = getattr(fut, "_node", None)
-        if node is None and isinstance(task, dict):
-            node = self._scheduler.live.get(task.get("uid", ""))
-        return node
+        if isinstance(fut, PlaitFuture) and fut._owner is self._scheduler:
+            return fut  # an unfinished task of this engine
+        if isinstance(task, dict):
+            return self._scheduler.live.get(task.get("uid", ""))
+        return None
 
     def handle_task_success(self, task: dict[str, Any], task_fut: Any = None) -> None:
         """Settle a task as DONE from a reference-style report (``return_value``/``stdout``)."""

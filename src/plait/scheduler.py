@@ -2,8 +2,9 @@
 
 The path of one call:
 
-1. :meth:`Scheduler.submit` makes the task's description, future and graph node, routes
-   it to a backend and links it to every dependency found in its arguments. A call
+1. :meth:`Scheduler.submit` makes the task's description and its future, which is also
+   its node in the DAG (see :mod:`plait.graph`), routes it to a backend and links it to
+   every dependency found in its arguments. A call
    whose input is bad (unknown backend, bad option, a dependency that already failed)
    gets a future that is already failed; nothing else is touched.
 2. A node with no pending dependency is launched at once: one asyncio task runs
@@ -26,11 +27,11 @@ loop gets to it, and no running (or cancelled) task holds the queue. The count i
 reset when the queue is drained, not at every iteration (that would cost a callback
 per iteration that launches anything, one per hop of a chain): the count since the
 last drain bounds the launches of the current iteration all the same, and a task
-that finds it full waits one iteration at most. A waiting node costs three small
-objects (its context is one copy shared with the calls made before it in the same
-context); a launched one, its asyncio task, coroutine, handle and a context of its
-own too, and the garbage collector walks every live object again and again as a
-burst grows.
+that finds it full waits one iteration at most. A waiting call costs two small
+objects, its description and its future (its context is one copy shared with the
+calls made before it in the same context); a launched one, its asyncio task,
+coroutine, handle and a context of its own too, and the garbage collector walks every
+live object again and again as a burst grows.
 
 No step polls or sleeps (retries wait their backoff, nothing else does). The hot path
 formats no log message and checks no types beyond what routing needs.
@@ -208,21 +209,19 @@ class Scheduler:
                 if backend is not None and options is tmpl.options:
                     tmpl.routes["backend"] = backend  # a decorator's options go one way
         if kind is TaskKind.BLOCK:
-            fut: PlaitFuture[Any] = BlockFuture(self.loop, desc, self)
+            node: Node = BlockFuture(self.loop, desc, self)
         elif backend is not None and backend.keeps_results:
-            fut = ClusterFuture(self.loop, desc, self)
+            node = ClusterFuture(self.loop, desc, self)
         else:
-            fut = TaskFuture(self.loop, desc, self)
-        context = self._shared_context()
-        node = Node(fut, desc, context)
-        node.backend = backend
-        fut._node = node
+            node = TaskFuture(self.loop, desc, self)
+        node._context = self._shared_context()
+        node._backend = backend
         self.live[uid] = node
         parent = self.block_var.get()
-        if parent is not None and parent.members is not None:
-            parent.members.add(node)
-            node.parent = parent
-            desc.parent = parent.desc.uid
+        if parent is not None and parent._members is not None:
+            parent._members.add(node)
+            node._parent = parent
+            desc.parent = parent._desc.uid
         outcome = error if error is not None else self._link(node, backend)
         publish = self.publish
         if publish is not None:
@@ -231,9 +230,9 @@ class Scheduler:
             self.cancel_node(node)
         elif outcome is not None:
             self.fail(node, outcome)
-        elif (node.pending == 0 or node.pipelined) and not fut.done():
+        elif (node._pending == 0 or node._pipelined) and not node.done():
             self._launch(node)
-        return fut
+        return node
 
     def _shared_context(self) -> contextvars.Context:
         """A copy of the caller's context, shared with the last call's if they are equal.
@@ -308,7 +307,7 @@ class Scheduler:
 
         Marks ``node`` pipelined when it may start before its dependencies finish.
         """
-        desc = node.desc
+        desc = node._desc
         try:
             found = find(desc.args, desc.kwargs, _FILE_TYPES)
         except RecursionError:
@@ -322,29 +321,28 @@ class Scheduler:
         if found is None:
             return None
         if found.files:
-            node.files = found.files
+            node._files = found.files
         if not found.futures:
             return None
-        node.has_deps = True
-        node.deps = tuple(found.futures.values())
+        node._has_deps = True
+        node._deps = tuple(found.futures.values())
         if self.publish is not None:  # only telemetry reads them, from the created event
             desc.depends_on = tuple(
-                getattr(d, "uid", None) or f"external-{id(d):x}" for d in node.deps
+                getattr(d, "uid", None) or f"external-{id(d):x}" for d in node._deps
             )
         pipe = (
             backend is not None
             and backend.pipelines
             and desc.kind is TaskKind.FUNCTION
             and desc.options.is_plain
-            and not node.files
+            and not node._files
         )
-        for dep in node.deps:
-            dep_node: Node | None = getattr(dep, "_node", None)
-            if dep_node is not None and getattr(dep, "_owner", None) is self:
-                add_dependent(dep_node, node)
-                node.pending += 1
+        for dep in node._deps:
+            if isinstance(dep, PlaitFuture) and dep._owner is self:  # unfinished, this engine's
+                add_dependent(dep, node)
+                node._pending += 1
                 # Its input may be in flight only if it runs there too, in one attempt.
-                pipe = pipe and dep_node.backend is backend and dep_node.desc.options.is_plain
+                pipe = pipe and dep._backend is backend and dep._desc.options.is_plain
             elif isinstance(dep, ClusterFuture) and dep.remote is not None:
                 self._remote = True  # finished where another engine's cluster keeps it
             elif dep.done():
@@ -359,14 +357,14 @@ class Scheduler:
                     "event loop; pass its result instead"
                 )
             else:  # a future of another engine, or a plain asyncio future
-                node.pending += 1
+                node._pending += 1
                 pipe = False
                 dep.add_done_callback(functools.partial(self._external_done, node))
-        node.pipelined = pipe and node.pending > 0
+        node._pipelined = pipe and node._pending > 0
         return None
 
     def _external_done(self, node: Node, dep: asyncio.Future[Any]) -> None:
-        if node.future.done():
+        if node.done():
             return
         if dep.cancelled():
             self.cancel_node(node)
@@ -375,23 +373,21 @@ class Scheduler:
         if exc is not None:
             self.fail(node, self._dependency_error(node, dep, exc))
             return
-        node.pending -= 1
-        if node.pending == 0:
+        node._pending -= 1
+        if node._pending == 0:
             self._launch(node)
 
     @staticmethod
     def _dependency_error(
-        node: Node, failed: asyncio.Future[Any] | Node, exc: BaseException
+        node: Node, failed: asyncio.Future[Any], exc: BaseException
     ) -> DependencyFailureError:
         """The error of ``node`` whose input ``failed`` failed with ``exc``.
 
         ``failed_dependencies`` names that input first, then every other input of the
         node that had failed by then, as radical.asyncflow's error does.
         """
-        if isinstance(failed, Node):
-            failed = failed.future
         names, uids = [], []
-        for dep in (failed, *node.deps):
+        for dep in (failed, *node._deps):
             uid = getattr(dep, "uid", None) or hex(id(dep))
             if uid in uids or not (dep is failed or _failed(dep)):
                 continue
@@ -399,7 +395,7 @@ class Scheduler:
             uids.append(uid)
         root = exc.root_cause if isinstance(exc, DependencyFailureError) else exc
         root = root if root is not None else exc
-        desc = node.desc
+        desc = node._desc
         return DependencyFailureError(
             f"Cannot execute '{desc.name}' due to dependency failure: {names[0]!r} "
             f"({uids[0]}) failed with {type(root).__name__}: {root} [task {desc.uid}]",
@@ -416,9 +412,9 @@ class Scheduler:
         publish = self.publish
         if publish is not None:
             now = _now()
-            if not node.pipelined:  # a pipelined node's inputs resolve later
-                publish((EventKind.RESOLVED, node.desc, now, None))
-            publish((EventKind.QUEUED, node.desc, now, None))
+            if not node._pipelined:  # a pipelined node's inputs resolve later
+                publish((EventKind.RESOLVED, node._desc, now, None))
+            publish((EventKind.QUEUED, node._desc, now, None))
         backlog = self._backlog
         if self._burst >= LAUNCH_AHEAD or backlog:
             if not backlog:
@@ -433,7 +429,7 @@ class Scheduler:
         backlog = self._backlog
         while backlog and self._burst < LAUNCH_AHEAD:
             node = backlog.popleft()
-            if not node.future.done():  # else cancelled (or failed) while it waited
+            if not node.done():  # else cancelled (or failed) while it waited
                 self._start_runner(node)
         if backlog:
             self.loop.call_soon(self._next_iteration)
@@ -441,34 +437,34 @@ class Scheduler:
     def _start_runner(self, node: Node) -> None:
         """Start the asyncio task that runs ``node``, counted in the current burst."""
         self._burst += 1
-        context = node.context
+        context = node._context
         assert context is not None
         # Calls made in the same context share one copy of it until they run; each runs
         # in a copy of its own, so what one task sets is not seen by another.
-        node.runner = self.loop.create_task(self._execute(node), context=context.copy())
+        node._runner = self.loop.create_task(self._execute(node), context=context.copy())
 
     async def _execute(self, node: Node) -> None:
-        desc = node.desc
+        desc = node._desc
         try:
             staged = None
-            backend = node.backend
+            backend = node._backend
             if (
                 (
-                    node.files
+                    node._files
                     or desc.options.capture_stdio
-                    or (node.deps and desc.kind is TaskKind.EXECUTABLE)  # implicit data
+                    or (node._deps and desc.kind is TaskKind.EXECUTABLE)  # implicit data
                 )
                 and backend is not None
                 and backend.runs_work
-                and self.stager.wants_sandbox(desc, node.files, node.deps)
+                and self.stager.wants_sandbox(desc, node._files, node._deps)
             ):
                 staged = await self.stager.prepare(
-                    desc, node.files, node.deps, copy=not backend.shares_filesystem
+                    desc, node._files, node._deps, copy=not backend.shares_filesystem
                 )
-            if node.has_deps and (self._remote or node.pipelined):
+            if node._has_deps and (self._remote or node._pipelined):
                 staged = await self._remote_inputs(node, backend, staged)
             args, kwargs = desc.args, desc.kwargs  # as called: a pipelined rerun needs them
-            if node.has_deps or staged:
+            if node._has_deps or staged:
                 self._put_results(desc, staged)
                 if self.services.active:  # a service it takes may be restarting
                     await self.services.ready_for(node)
@@ -484,7 +480,7 @@ class Scheduler:
                     return
                 if desc.kind is not TaskKind.FUNCTION:
                     await build(desc)
-                if node.pipelined:
+                if node._pipelined:
                     value = await self._run_pipelined(node, backend, args, kwargs)
                 elif self.journal is None:
                     value = await self._hand_over(node, backend)
@@ -501,7 +497,7 @@ class Scheduler:
         except (KeyboardInterrupt, SystemExit) as exc:
             if isinstance(exc, Abort):  # a second Ctrl-C: the run ends here
                 raise
-            self.fail(node, _exit_error(node.desc, exc))
+            self.fail(node, _exit_error(node._desc, exc))
             return
         self.succeed(node, value)
 
@@ -511,13 +507,13 @@ class Scheduler:
         if journal is None or not self._journaled(node, backend):
             return await self._run_on(node, backend)
         return await journal.run(
-            node.desc, lambda: self._run_on(node, backend), lambda: self._cached(node.desc)
+            node._desc, lambda: self._run_on(node, backend), lambda: self._cached(node._desc)
         )
 
     async def _run_on(self, node: Node, backend: ExecutionBackend) -> Any:
         value = await self._hand_over(node, backend)
-        if node.desc.outputs:
-            self.stager.check_outputs(node.desc)
+        if node._desc.outputs:
+            self.stager.check_outputs(node._desc)
         return value
 
     def _hand_over(self, node: Node, backend: ExecutionBackend) -> Awaitable[Any]:
@@ -526,15 +522,14 @@ class Scheduler:
         Not a coroutine itself: the caller awaits the backend's work directly, one
         coroutine fewer per task.
         """
-        desc = node.desc
+        desc = node._desc
         publish = self.publish
         if publish is not None:
             publish((EventKind.SUBMITTED, desc, _now(), None))
-        if not (backend.reports_running or node.pipelined):
+        if not (backend.reports_running or node._pipelined):
             self.started(node)  # a pipelined node starts when its inputs are done
         if backend.keeps_results:
-            fut = node.future
-            desc.wanted = isinstance(fut, ClusterFuture) and fut.wanted
+            desc.wanted = isinstance(node, ClusterFuture) and node.wanted
         if desc.options.is_plain:
             body = backend.direct(desc)  # the body itself, when nothing need wrap it
             return backend.run(desc) if body is None else body
@@ -543,13 +538,13 @@ class Scheduler:
     @staticmethod
     def _journaled(node: Node, backend: ExecutionBackend) -> bool:
         """Whether ``node`` goes through the run journal (see :mod:`plait.journal`)."""
-        opts = node.desc.options
+        opts = node._desc.options
         return (
             opts.cache
             and opts.service is not True
             and not backend.keeps_results
             and backend.runs_work
-            and (not node.files or backend.shares_filesystem)
+            and (not node._files or backend.shares_filesystem)
         )
 
     def _cached(self, desc: TaskDescription) -> None:
@@ -569,13 +564,13 @@ class Scheduler:
         results where they lie (``args`` and ``kwargs`` are the call's own, before its
         inputs were put in place).
         """
-        desc = node.desc
+        desc = node._desc
         try:
             return await self._run_on(node, backend)
         except Exception:
-            if node.pending == 0:  # its inputs had all finished: the failure is its own
+            if node._pending == 0:  # its inputs had all finished: the failure is its own
                 raise
-        node.pipelined = False
+        node._pipelined = False
         await self._inputs_finished(node)
         desc.args, desc.kwargs = args, kwargs
         self._put_results(desc, await self._remote_inputs(node, backend, None))
@@ -583,15 +578,15 @@ class Scheduler:
 
     async def _inputs_finished(self, node: Node) -> None:
         """Wait until every dependency of ``node`` has finished (see :meth:`succeed`)."""
-        if node.pending:
-            node.inputs_done = self.loop.create_future()
-            await node.inputs_done
+        if node._pending:
+            node._inputs_done = self.loop.create_future()
+            await node._inputs_done
 
     @staticmethod
     def _in_flight_inputs(node: Node, backend: ExecutionBackend) -> dict[int, Any] | None:
         """The handles of a pipelined node's inputs, or None if one has none yet."""
         handles: dict[int, Any] = {}
-        for dep in node.deps:
+        for dep in node._deps:
             if not isinstance(dep, ClusterFuture) or dep.done():
                 continue
             remote = dep.remote
@@ -614,18 +609,18 @@ class Scheduler:
         takes its inputs in flight; if one has not been handed over yet, the node waits
         for all of them to finish instead.
         """
-        if node.pipelined:
+        if node._pipelined:
             assert backend is not None
             handles = self._in_flight_inputs(node, backend)
             if handles is not None:
                 return handles
-            node.pipelined = False
+            node._pipelined = False
             await self._inputs_finished(node)
         # Only a function's body runs on the backend, where a result kept there can be
         # read in place; a builder (executable, prompt) or a block body runs here, in
         # the engine, and must see values.
-        keeper = backend if node.desc.kind is TaskKind.FUNCTION else None
-        for dep in node.deps:
+        keeper = backend if node._desc.kind is TaskKind.FUNCTION else None
+        for dep in node._deps:
             if not isinstance(dep, ClusterFuture) or dep.done():
                 continue
             remote = dep.remote
@@ -646,8 +641,8 @@ class Scheduler:
             ) from exc
 
     async def _run_block(self, node: Node) -> Any:
-        desc = node.desc
-        node.members = set()
+        desc = node._desc
+        node._members = set()
         # The runner runs in the node's own copy of the call's context: no reset needed.
         self.block_var.set(node)
         self.workflow_var.set(desc.uid)
@@ -663,31 +658,29 @@ class Scheduler:
 
     def started(self, node: Node) -> None:
         """Mark ``node`` RUNNING (a no-op unless it is PENDING)."""
-        fut = node.future
-        if fut._state is TaskState.PENDING:
-            fut._state = TaskState.RUNNING  # the one move to RUNNING
+        if node._state is TaskState.PENDING:
+            node._state = TaskState.RUNNING  # the one move to RUNNING
             publish = self.publish
             if publish is not None:
-                publish((EventKind.STARTED, node.desc, _now(), None))
+                publish((EventKind.STARTED, node._desc, _now(), None))
 
     # -- 3. settle ---------------------------------------------------------------------
 
     def succeed(self, node: Node, value: Any) -> None:
         """Finish ``node`` with ``value`` and launch the dependents it was the last for."""
-        fut = node.future
-        if type(value) is RemoteResult and isinstance(fut, ClusterFuture):
-            if not settle_remote(fut, value):
+        if type(value) is RemoteResult and isinstance(node, ClusterFuture):
+            if not settle_remote(node, value):
                 return
-        elif not settle_result(fut, value):
+        elif not settle_result(node, value):
             return
         publish = self.publish
         if publish is not None:
-            publish((EventKind.COMPLETED, node.desc, _now(), None))
+            publish((EventKind.COMPLETED, node._desc, _now(), None))
         self._finish(node)
-        if not node.dependents:  # most tasks: nobody waits for them
+        if not node._dependents:  # most tasks: nobody waits for them
             return
         for ready in release(node):
-            if ready.runner is None and not ready.pipelined:
+            if ready._runner is None and not ready._pipelined:
                 self._launch(ready)
             else:  # launched at its call (pipelined; maybe still waiting in a burst's queue)
                 self._inputs_ready(ready)
@@ -695,57 +688,57 @@ class Scheduler:
     def _inputs_ready(self, node: Node) -> None:
         publish = self.publish
         if publish is not None:
-            publish((EventKind.RESOLVED, node.desc, _now(), None))
-        if node.pipelined:
+            publish((EventKind.RESOLVED, node._desc, _now(), None))
+        if node._pipelined:
             self.started(node)
-        waiter = node.inputs_done
+        waiter = node._inputs_done
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def fail(self, node: Node, exc: BaseException) -> None:
         """Fail ``node`` with ``exc`` and every transitive dependent at once."""
         if isinstance(exc, TaskError) and exc.task_uid is None:
-            exc.task_uid, exc.task_name = node.desc.uid, node.desc.name
+            exc.task_uid, exc.task_name = node._desc.uid, node._desc.name
         # Only futures at the bottom of a failure may log "exception never retrieved":
         # the error of one with dependents reaches the user through theirs.
-        if not settle_error(node.future, exc, quiet=bool(node.dependents)):
+        if not settle_error(node, exc, quiet=bool(node._dependents)):
             return
         publish = self.publish
         if publish is not None:
-            publish((EventKind.FAILED, node.desc, _now(), exc))
+            publish((EventKind.FAILED, node._desc, _now(), exc))
         self._finish(node)
         for dependent, cause in downstream(node, members=False):
             error = self._dependency_error(dependent, cause, exc)
-            settle_error(dependent.future, error, quiet=bool(dependent.dependents))
+            settle_error(dependent, error, quiet=bool(dependent._dependents))
             if publish is not None:
-                publish((EventKind.FAILED, dependent.desc, _now(), error))
+                publish((EventKind.FAILED, dependent._desc, _now(), error))
             self._stop(dependent)  # a pipelined dependent is running
 
     def abort(self, node: Node, exc: BaseException) -> None:
         """Fail ``node`` (and its dependents) from outside its run, and stop its work."""
-        runner = node.runner
+        runner = node._runner
         self.fail(node, exc)
-        self._cancel_runner(runner, node.desc)
+        self._cancel_runner(runner, node._desc)
 
     def cancel_node(self, node: Node, msg: Any | None = None) -> bool:
         """Cancel ``node``: stop its work, cancel its dependents and block members."""
-        if not settle_cancelled(node.future, msg):
+        if not settle_cancelled(node, msg):
             return False
         publish = self.publish
         if publish is not None:
-            publish((EventKind.CANCELLED, node.desc, _now(), None))
+            publish((EventKind.CANCELLED, node._desc, _now(), None))
         self._stop(node)
         for dependent, _ in downstream(node, members=True):
-            settle_cancelled(dependent.future, msg)
+            settle_cancelled(dependent, msg)
             if publish is not None:
-                publish((EventKind.CANCELLED, dependent.desc, _now(), None))
+                publish((EventKind.CANCELLED, dependent._desc, _now(), None))
             self._stop(dependent)
         return True
 
     def _stop(self, node: Node) -> None:
-        runner = node.runner
+        runner = node._runner
         self._finish(node)
-        self._cancel_runner(runner, node.desc)
+        self._cancel_runner(runner, node._desc)
 
     def _cancel_runner(self, runner: asyncio.Task[None] | None, desc: TaskDescription) -> None:
         """Cancel the runner of a settled node; it stays known until its work has stopped."""
@@ -758,21 +751,21 @@ class Scheduler:
         self._stopping.pop(runner, None)
 
     def _finish(self, node: Node) -> None:
-        desc = node.desc
+        desc = node._desc
         self.live.pop(desc.uid, None)
         desc.args, desc.kwargs = (), _NO_KWARGS
         if type(desc.options.service) is not bool:  # a prompt sent to a service: let it go
             desc.options = replace(desc.options, service=False)
-        node.deps = ()
-        node.files = ()
-        node.context = None
-        node.runner = None
-        node.future._node = None
-        parent = node.parent
+        node._deps = ()
+        node._files = ()
+        node._context = None
+        node._runner = None
+        node._owner = None  # no longer a node of this engine
+        parent = node._parent
         if parent is not None:
-            node.parent = None
-            if parent.members:
-                parent.members.discard(node)
+            node._parent = None
+            if parent._members:
+                parent._members.discard(node)
 
     def cancel_all(self) -> dict[asyncio.Task[None], TaskDescription]:
         """Cancel every unfinished node; return the runners to wait for, with their tasks.

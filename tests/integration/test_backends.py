@@ -374,7 +374,7 @@ async def test_a_task_settled_from_outside_stops_its_work(flow):
 
     fut = long()
     await asyncio.sleep(0.01)
-    runner = fut._node.runner
+    runner = fut._runner
     flow.handle_task_success({"uid": fut.uid, "return_value": "from outside"}, fut)
     assert await fut == "from outside"
     await asyncio.sleep(0)

@@ -94,7 +94,7 @@ class ServiceManager:
     async def run(self, node: Node) -> Service:
         """Start the service task of ``node``; return its handle once it is ready."""
         self.active = True
-        desc = node.desc
+        desc = node._desc
         port = _give_port(desc)
         if desc.kind is TaskKind.EXECUTABLE:
             await build(desc)
@@ -146,7 +146,7 @@ class ServiceManager:
         Raises:
             ServiceError: one of them died for good.
         """
-        for dep in node.deps:
+        for dep in node._deps:
             handle = service_of(dep)
             if handle is not None:
                 await handle.available()
@@ -156,7 +156,7 @@ class ServiceManager:
         return [
             node
             for node in list(self.live())
-            if any((h := service_of(dep)) is not None and h.uid == uid for dep in node.deps)
+            if any((h := service_of(dep)) is not None and h.uid == uid for dep in node._deps)
         ]
 
     async def stop_all(self) -> None:
