@@ -185,3 +185,51 @@ async def test_telemetry_sees_tasks_of_a_reference_style_backend(tmp_path):
         "TaskStarted",
         "TaskCompleted",
     ]
+
+
+async def test_middle_step_lines_carry_their_task_s_constant_fields(tmp_path):
+    # The middle steps (resolved, queued, submitted, started) are formatted around the
+    # constant part of their task's TaskCreated line; each must still be a whole event.
+    flow = await WorkflowEngine.create(work_dir=str(tmp_path), handle_signals=False)
+    path = tmp_path / "run.jsonl"
+    await flow.start_telemetry(checkpoint_path=str(path))
+
+    @flow.function_task(name='say "hi" \u2603 \\ back')  # a name JSON must escape
+    async def odd(x):
+        return x
+
+    @flow.executable_task
+    async def shout(x):
+        return f"echo {x}"
+
+    # A burst and a chain: many tasks are between their first and last line at once.
+    assert await asyncio.gather(*[odd(i) for i in range(5)]) == list(range(5))
+    assert await shout(odd(odd(1))) == "1\n"
+    await flow.shutdown()
+    events = [e for e in read_jsonl(path) if e["section"] == "event" and e["task_id"]]
+    created = {e["task_id"]: e for e in events if e["event_type"] == "TaskCreated"}
+    steps = ["asyncflow.TaskResolved", "TaskQueued", "TaskSubmitted", "TaskStarted"]
+    constant = ["session_id", "backend", "task_id", "node_id", "trace_id", "span_id", "section"]
+    seen = 0
+    for event in events:
+        if event["event_type"] not in steps:
+            continue
+        first = created[event["task_id"]]
+        assert {k: event[k] for k in constant} == {k: first[k] for k in constant}
+        attributes = {k: v for k, v in first["attributes"].items() if k != "depends_on"}
+        assert event["attributes"] == attributes
+        assert event["name"] == event["event_type"]
+        assert isinstance(event["event_time"], float) and event["event_time"] >= first["event_time"]
+        assert event["emit_time"] >= event["event_time"] - 1
+        seen += 1
+    assert seen == 8 * len(steps)
+    # each task has each step once, in order, as its own (not another task's) line
+    for uid in created:
+        mine = [e["event_type"] for e in events if e["task_id"] == uid]
+        assert [t for t in mine if t in steps] == steps
+    assert {e["attributes"]["plait.name"] for e in created.values()} == {
+        'say "hi" \u2603 \\ back',
+        "shout",
+    }
+    ids = [e["event_id"] for e in events]
+    assert len(set(ids)) == len(ids) and all(len(i) == 32 for i in ids)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["FAST", "line"]
+__all__ = ["FAST", "fragment", "line", "number"]
 
 orjson: Any
 try:
@@ -39,21 +39,22 @@ if orjson is not None:
             encoded = orjson.dumps(obj, default=_default, option=_ANY_KEYS)
         return encoded
 
+    number = orjson.dumps  # a number as JSON: the same text as in a line
+
 else:
 
     def line(obj: Any) -> bytes:
         """``obj`` as one JSON line (bytes, newline included); unknown types as ``str``."""
         return (json.dumps(obj, default=_default) + "\n").encode()
 
-
-def spliced(head: dict[str, Any], fragment: bytes) -> bytes:
-    """The JSON line of ``head`` with more members added: ``fragment``, already encoded.
-
-    ``fragment`` is the inside of an object (``"a":1,"b":2``), as :func:`fragment` makes.
-    """
-    return line(head)[:-2] + b"," + fragment + b"}\n"
+    def number(value: float) -> bytes:
+        """A finite number as JSON: the same text as in a line."""
+        return json.dumps(value).encode()
 
 
 def fragment(obj: dict[str, Any]) -> bytes:
-    """The members of ``obj`` encoded, without the braces, for :func:`spliced`."""
+    """The members of ``obj`` encoded, without the braces: a constant part of lines.
+
+    ``fragment({"a": 1, "b": 2})`` is ``b'"a":1,"b":2'``.
+    """
     return line(obj)[1:-2]

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from plait.task import TaskKind
 from plait.telemetry.events import EventKind, Record, details
-from plait.telemetry.jsonl import fragment, line, spliced
+from plait.telemetry.jsonl import fragment, line, number
 
 if TYPE_CHECKING:
     from plait.task import TaskDescription
@@ -212,6 +212,10 @@ def define_event(name: str, **fields: Any) -> type[BaseEvent]:
 
 _ids = itertools.count()
 _ID_FORMAT = os.urandom(10).hex() + "%012x"
+_ID_BYTES = _ID_FORMAT.encode()  # the same ids, formatted straight into a line
+_STEP_LINE = b'{"event_id":"%s","event_type":"%s","name":"%s","event_time":%s,"emit_time":%s,%s}\n'
+"""A middle step's line: the fields that change, then the task's constant part."""
+_STEP_TYPES = {kind: _TASK_TYPES[kind].encode() for kind in _STEPS}
 
 
 def new_event_id() -> str:
@@ -292,6 +296,7 @@ class RhapsodyView:
         self._starts: dict[str, float] = {}
         self._static: dict[str, dict[str, Any]] = {}  # a live task's static attributes
         self._fragments: dict[str, bytes] = {}  # a live task's constant JSON, for lines
+        self._emit, self._emit_json = 0.0, b"0.0"  # the last emit time, and as JSON
 
     def fields(self, record: Record) -> dict[str, Any] | None:
         """The event of ``record`` as a dict of RHAPSODY's fields (None: not an event).
@@ -398,15 +403,20 @@ class RhapsodyView:
             return None
         if kind is EventKind.STARTED:
             self._starts[desc.uid] = when
-        step = _TASK_TYPES[kind]
-        head = {
-            "event_id": _ID_FORMAT % next(_ids),
-            "event_type": step,
-            "name": step,
-            "event_time": when,
-            "emit_time": self.emit_time or time.time(),
-        }
-        return spliced(head, constant)
+        emit = self.emit_time or time.time()
+        if emit != self._emit:  # one flush's chunk shares its emit time: encoded once
+            self._emit, self._emit_json = emit, number(emit)
+        step = _STEP_TYPES[kind]
+        # The same JSON as the general path, without a dict per line: the varying
+        # fields (ids, step names and numbers, none needing escapes) formatted in.
+        return _STEP_LINE % (
+            _ID_BYTES % next(_ids),
+            step,
+            step,
+            number(when),
+            self._emit_json,
+            constant,
+        )
 
     def _session_level(
         self, base: dict[str, Any], kind: EventKind, name: str, info: Any
