@@ -15,7 +15,8 @@ The path of one call:
    is launched at once too: it goes to the cluster holding their in-flight handles,
    and the cluster starts it when they finish, with no trip through this process.
 3. The outcome settles the future and, in the same step, reaches the dependents:
-   a success decrements their pending counts and launches those that reach zero; a
+   a success decrements their pending counts and launches those that reach zero (one
+   of them may instead run next in the same asyncio task, see :meth:`_execute`); a
    failure fails every transitive dependent with :class:`DependencyFailureError`; a
    cancellation cancels them (and, for a block, its members).
 
@@ -97,6 +98,8 @@ logger = logging.getLogger(__name__)
 _NO_KWARGS: dict[str, Any] = {}
 LAUNCH_AHEAD = 256
 """The most tasks launched in one loop iteration (see the module docstring)."""
+CONTINUE_AHEAD = 64
+"""The most dependents one runner runs in a row, after its own node (see ``_execute``)."""
 _FILE_TYPES = (DataFile,)
 _OPTION_KEYS = OPTION_NAMES - {"backend", "capture_stdio", "service", "name"}
 """``task_description`` keys that set plait options (the rest are backend hints)."""
@@ -408,13 +411,18 @@ class Scheduler:
 
     # -- 2. run ------------------------------------------------------------------------
 
-    def _launch(self, node: Node) -> None:
+    def _announce(self, node: Node) -> None:
+        """Publish that ``node`` is resolved (unless pipelined) and queued, if anyone listens."""
         publish = self.publish
         if publish is not None:
             now = _now()
             if not node._pipelined:  # a pipelined node's inputs resolve later
                 publish((EventKind.RESOLVED, node._desc, now, None))
             publish((EventKind.QUEUED, node._desc, now, None))
+
+    def _launch(self, node: Node) -> None:
+        if self.publish is not None:
+            self._announce(node)
         backlog = self._backlog
         if self._burst >= LAUNCH_AHEAD or backlog:
             if not backlog:
@@ -444,62 +452,74 @@ class Scheduler:
         node._runner = self.loop.create_task(self._execute(node), context=context.copy())
 
     async def _execute(self, node: Node) -> None:
-        desc = node._desc
-        try:
-            staged = None
-            backend = node._backend
-            if (
-                (
-                    node._files
-                    or desc.options.capture_stdio
-                    or (node._deps and desc.kind is TaskKind.EXECUTABLE)  # implicit data
-                )
-                and backend is not None
-                and backend.runs_work
-                and self.stager.wants_sandbox(desc, node._files, node._deps)
-            ):
-                staged = await self.stager.prepare(
-                    desc, node._files, node._deps, copy=not backend.shares_filesystem
-                )
-            if node._has_deps and (self._remote or node._pipelined):
-                staged = await self._remote_inputs(node, backend, staged)
-            args, kwargs = desc.args, desc.kwargs  # as called: a pipelined rerun needs them
-            if node._has_deps or staged:
-                self._put_results(desc, staged)
-                if self.services.active:  # a service it takes may be restarting
-                    await self.services.ready_for(node)
-            if desc.kind is TaskKind.BLOCK:
-                self.started(node)
-                value = await self._run_block(node)
-            else:
-                assert backend is not None
-                if desc.options.service is True and backend.services == "engine":
+        """Run ``node``; then, in the same asyncio task, each dependent it hands on.
+
+        A node that finishes may hand one dependent it was the last input of to its
+        own runner (see :meth:`_can_continue`): a chain runs with no new asyncio task
+        and no loop iteration per hop, ``CONTINUE_AHEAD`` hops at most per runner.
+        """
+        runner = node._runner
+        hops = 0
+        while True:
+            desc = node._desc
+            try:
+                staged = None
+                backend = node._backend
+                if (
+                    (
+                        node._files
+                        or desc.options.capture_stdio
+                        or (node._deps and desc.kind is TaskKind.EXECUTABLE)  # implicit data
+                    )
+                    and backend is not None
+                    and backend.runs_work
+                    and self.stager.wants_sandbox(desc, node._files, node._deps)
+                ):
+                    staged = await self.stager.prepare(
+                        desc, node._files, node._deps, copy=not backend.shares_filesystem
+                    )
+                if node._has_deps and (self._remote or node._pipelined):
+                    staged = await self._remote_inputs(node, backend, staged)
+                args, kwargs = desc.args, desc.kwargs  # as called: a pipelined rerun needs them
+                if node._has_deps or staged:
+                    self._put_results(desc, staged)
+                    if self.services.active:  # a service it takes may be restarting
+                        await self.services.ready_for(node)
+                if desc.kind is TaskKind.BLOCK:
                     self.started(node)
-                    value = await self.services.run(node)
-                    self.succeed(node, value)
-                    return
-                if desc.kind is not TaskKind.FUNCTION:
-                    await build(desc)
-                if node._pipelined:
-                    value = await self._run_pipelined(node, backend, args, kwargs)
-                elif self.journal is None:
-                    value = await self._hand_over(node, backend)
-                    if desc.outputs:
-                        self.stager.check_outputs(desc)
+                    value = await self._run_block(node)
                 else:
-                    value = await self._run_journaled(node, backend)
-        except asyncio.CancelledError:
-            self.cancel_node(node)
-            return
-        except Exception as exc:
-            self.fail(node, exc)
-            return
-        except (KeyboardInterrupt, SystemExit) as exc:
-            if isinstance(exc, Abort):  # a second Ctrl-C: the run ends here
-                raise
-            self.fail(node, _exit_error(node._desc, exc))
-            return
-        self.succeed(node, value)
+                    assert backend is not None
+                    if desc.options.service is True and backend.services == "engine":
+                        self.started(node)
+                        value = await self.services.run(node)
+                        self.succeed(node, value)
+                        return
+                    if desc.kind is not TaskKind.FUNCTION:
+                        await build(desc)
+                    if node._pipelined:
+                        value = await self._run_pipelined(node, backend, args, kwargs)
+                    elif self.journal is None:
+                        value = await self._hand_over(node, backend)
+                        if desc.outputs:
+                            self.stager.check_outputs(desc)
+                    else:
+                        value = await self._run_journaled(node, backend)
+            except asyncio.CancelledError:
+                self.cancel_node(node)
+                return
+            except Exception as exc:
+                self.fail(node, exc)
+                return
+            except (KeyboardInterrupt, SystemExit) as exc:
+                if isinstance(exc, Abort):  # a second Ctrl-C: the run ends here
+                    raise
+                self.fail(node, _exit_error(node._desc, exc))
+                return
+            following = self.succeed(node, value, runner if hops < CONTINUE_AHEAD else None)
+            if following is None:
+                return
+            node, hops = following, hops + 1
 
     async def _run_journaled(self, node: Node, backend: ExecutionBackend) -> Any:
         """Run ``node``, or take its result (and files) from the run journal."""
@@ -666,24 +686,57 @@ class Scheduler:
 
     # -- 3. settle ---------------------------------------------------------------------
 
-    def succeed(self, node: Node, value: Any) -> None:
-        """Finish ``node`` with ``value`` and launch the dependents it was the last for."""
+    def succeed(
+        self, node: Node, value: Any, runner: asyncio.Task[None] | None = None
+    ) -> Node | None:
+        """Finish ``node`` with ``value`` and launch the dependents it was the last for.
+
+        Given ``runner``, the asyncio task that ran ``node`` and may run more, one of
+        those dependents that can run there is handed to it (and returned) instead.
+        """
         if type(value) is RemoteResult and isinstance(node, ClusterFuture):
             if not settle_remote(node, value):
-                return
+                return None
         elif not settle_result(node, value):
-            return
+            return None
         publish = self.publish
         if publish is not None:
             publish((EventKind.COMPLETED, node._desc, _now(), None))
         self._finish(node)
         if not node._dependents:  # most tasks: nobody waits for them
-            return
+            return None
+        following = None
         for ready in release(node):
-            if ready._runner is None and not ready._pipelined:
+            if ready._runner is not None or ready._pipelined:
+                self._inputs_ready(ready)  # launched at its call (pipelined, or in the queue)
+            elif following is None and runner is not None and self._can_continue(ready, runner):
+                following = ready
+            else:
                 self._launch(ready)
-            else:  # launched at its call (pipelined; maybe still waiting in a burst's queue)
-                self._inputs_ready(ready)
+        if following is not None:
+            self._announce(following)
+            self._burst += 1  # counted as a launch: it starts in this loop iteration
+            following._runner = runner
+        return following
+
+    def _can_continue(self, node: Node, runner: asyncio.Task[None]) -> bool:
+        """Whether ``node`` may run next in ``runner``, the task of its last input.
+
+        Only when the launch queue is empty (no ready task waits for its turn), the
+        runner is not being cancelled, the node is a plain task (not a block nor a
+        service), and the runner's context has the values of the node's call: then
+        running there is the same as running in a copy of its own (values that cannot
+        be compared just start a task of its own).
+        """
+        if self._backlog or self._burst >= LAUNCH_AHEAD or runner.cancelling():
+            return False
+        desc = node._desc
+        if desc.kind is TaskKind.BLOCK or desc.options.service is not False:
+            return False
+        try:
+            return contextvars.copy_context() == node._context
+        except Exception:
+            return False
 
     def _inputs_ready(self, node: Node) -> None:
         publish = self.publish
