@@ -28,7 +28,7 @@ class Found:
 
     def __init__(self) -> None:
         self.futures: dict[int, asyncio.Future[Any]] = {}
-        self.files: list[Any] = []
+        self.files: list[Any] | tuple[()] = ()  # a list once a file is found
 
 
 def _visit(obj: Any, found: Found | None, file_types: tuple[type, ...]) -> Found | None:
@@ -40,7 +40,10 @@ def _visit(obj: Any, found: Found | None, file_types: tuple[type, ...]) -> Found
     if file_types and isinstance(obj, file_types):
         if found is None:
             found = Found()
-        found.files.append(obj)
+        if found.files:
+            found.files.append(obj)
+        else:
+            found.files = [obj]
         return found
     if isinstance(obj, dict):
         for key, value in obj.items():

@@ -101,6 +101,7 @@ LAUNCH_AHEAD = 256
 CONTINUE_AHEAD = 64
 """The most dependents one runner runs in a row, after its own node (see ``_execute``)."""
 _FILE_TYPES = (DataFile,)
+_UID_FORMATS = {kind: f"{'block' if kind is TaskKind.BLOCK else 'task'}.%06d" for kind in TaskKind}
 _OPTION_KEYS = OPTION_NAMES - {"backend", "capture_stdio", "service", "name"}
 """``task_description`` keys that set plait options (the rest are backend hints)."""
 
@@ -184,7 +185,7 @@ class Scheduler:
     ) -> PlaitFuture[Any]:
         """Register one call of ``tmpl``; return its future (see the module docstring)."""
         kind = tmpl.kind
-        uid = f"{'block' if kind is TaskKind.BLOCK else 'task'}.{next(self._counter):06d}"
+        uid = _UID_FORMATS[kind] % next(self._counter)
         options, merged = tmpl.options, tmpl.description
         error: TaskError | None = None
         if description is not None or changes:
@@ -229,12 +230,13 @@ class Scheduler:
         publish = self.publish
         if publish is not None:
             publish((EventKind.CREATED, desc, _now(), None))
-        if isinstance(outcome, asyncio.CancelledError):  # a dependency was cancelled
+        if outcome is None:  # nothing has settled it
+            if node._pending == 0 or node._pipelined:
+                self._launch(node)
+        elif isinstance(outcome, asyncio.CancelledError):  # a dependency was cancelled
             self.cancel_node(node)
-        elif outcome is not None:
+        else:
             self.fail(node, outcome)
-        elif (node._pending == 0 or node._pipelined) and not node.done():
-            self._launch(node)
         return node
 
     def _shared_context(self) -> contextvars.Context:
