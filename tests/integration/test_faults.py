@@ -257,6 +257,50 @@ def test_commands_run_when_the_watchdog_cannot_start(tmp_path):
     assert done.stderr.count("could not start") == 1  # said once, not per command
 
 
+WATCHED_FIRST_SCRIPT = """
+import asyncio, os, subprocess
+from plait import WorkflowEngine
+from plait.backends import _dask_worker, watchdog
+
+seen = []
+real_popen = subprocess.Popen
+
+class Popen(real_popen):
+    def __init__(self, *args, **kwargs):
+        # The watchdog's own start goes through posix_spawn, not Popen: every Popen
+        # here is a command, and its watchdog must already be listening.
+        seen.append(watchdog._owner == os.getpid() and watchdog._fd >= 0)
+        super().__init__(*args, **kwargs)
+
+subprocess.Popen = Popen
+
+async def main():
+    async with WorkflowEngine.create(handle_signals=False) as flow:
+        @flow.executable_task
+        async def hello():
+            return "echo local"
+        print((await hello()).strip())
+
+asyncio.run(main())
+watchdog._after_fork()  # as a fresh worker process: no watchdog yet
+print(_dask_worker.run_command("k", "echo worker", True, None, None, None).strip())
+print(seen)
+"""
+
+
+def test_a_process_starts_its_watchdog_before_its_first_command(tmp_path):
+    # Started after the command, the watchdog left a window (its start takes
+    # milliseconds) in which a process killed with SIGKILL left the command running:
+    # seen under load with a Dask worker killed right after its command started.
+    script = tmp_path / "script.py"
+    script.write_text(WATCHED_FIRST_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["local", "worker", "[True, True]"]
+
+
 # -- a process pool that heals ------------------------------------------------------
 
 

@@ -159,6 +159,7 @@ def run_command(
         if _CANCELLED.pop(key, None) is not None:
             raise CommandCancelled(key)
     argv: str | list[str] = command if shell else shlex.split(command)
+    watchdog.ready()  # running before the command is: no window where it is unwatched
     proc = subprocess.Popen(
         argv,
         shell=shell,

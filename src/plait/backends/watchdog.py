@@ -30,7 +30,7 @@ import os
 import sys
 import threading
 
-__all__ = ["forget", "watch"]
+__all__ = ["forget", "ready", "watch"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,16 @@ _lock = threading.Lock()
 _fd = -1  # the pipe's write end, in the process that started the watchdog
 _owner = 0  # that process's pid
 _failed = False
+
+
+def ready() -> None:
+    """Start this process's watchdog now, if it is not running: call before a spawn.
+
+    Starting it takes milliseconds (a shell and an interpreter); done after the first
+    command was spawned, a process killed meanwhile would leave that command unwatched.
+    """
+    if _owner != os.getpid():
+        _start()
 
 
 def watch(pgid: int, grace: float) -> None:
