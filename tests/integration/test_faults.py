@@ -11,6 +11,16 @@ from tests.support import marked, new_mark, survivors, wait_text
 
 from plait import WorkflowEngine
 
+
+def run_script(tmp_path, source: str, name: str = "script.py") -> subprocess.CompletedProcess[str]:
+    """Run ``source`` as a script of its own, in ``tmp_path``; its output, as text."""
+    script = tmp_path / name
+    script.write_text(source)
+    return subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+
+
 STEPS = [0, 1, 2, 3, 5, 8, 13, 30]
 """Loop iterations between the calls and the cancel: each lands at another moment of
 the spawn (before it, inside it, while the pipes connect, just after)."""
@@ -210,11 +220,7 @@ asyncio.run(main())
 def test_a_shut_down_engine_leaves_no_child_process(tmp_path):
     # Not its commands, and not the watchdog either (it runs detached from this process).
     mark = new_mark()
-    script = tmp_path / "script.py"
-    script.write_text(NO_CHILDREN_SCRIPT.replace("{mark}", mark))
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
-    )
+    done = run_script(tmp_path, NO_CHILDREN_SCRIPT.replace("{mark}", mark), "script.py")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["['0\\n', '1\\n', '2\\n']", "[]"]
 
@@ -246,11 +252,7 @@ asyncio.run(main())
 
 
 def test_commands_run_when_the_watchdog_cannot_start(tmp_path):
-    script = tmp_path / "script.py"
-    script.write_text(NO_WATCHDOG_SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
-    )
+    done = run_script(tmp_path, NO_WATCHDOG_SCRIPT, "script.py")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['0\\n', '1\\n', '2\\n']"
     assert "could not start the command watchdog: [Errno 24]" in done.stderr
@@ -292,11 +294,7 @@ def test_a_process_starts_its_watchdog_before_its_first_command(tmp_path):
     # Started after the command, the watchdog left a window (its start takes
     # milliseconds) in which a process killed with SIGKILL left the command running:
     # seen under load with a Dask worker killed right after its command started.
-    script = tmp_path / "script.py"
-    script.write_text(WATCHED_FIRST_SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
-    )
+    done = run_script(tmp_path, WATCHED_FIRST_SCRIPT, "script.py")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:3] == ["local", "worker", "[True, True]"]
 
@@ -444,12 +442,8 @@ print("exited normally")
 
 
 def test_system_exit_and_keyboard_interrupt_in_a_body_fail_only_that_task(tmp_path):
-    script = tmp_path / "escapes.py"
-    script.write_text(ESCAPES)
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
-    )
+    done = run_script(tmp_path, ESCAPES, "escapes.py")
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 30
     lines = done.stdout.splitlines()
