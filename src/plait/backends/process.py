@@ -136,9 +136,9 @@ class Child:
         kill_grace: float = 5.0,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        watchdog.ready()  # running before the command is: no window where it is unwatched
         out_r, out_w = os.pipe2(os.O_CLOEXEC) if stdout == PIPE else (-1, stdout)
         err_r, err_w = os.pipe2(os.O_CLOEXEC) if stderr == PIPE else (-1, stderr)
-        watchdog.ready()  # running before the command is: no window where it is unwatched
         try:
             self.popen = subprocess.Popen(
                 argv,

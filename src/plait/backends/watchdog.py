@@ -3,7 +3,7 @@
 Each command runs in a process group of its own, so that a cancel reaches everything
 the command started. That also means nothing takes the group down when plait itself
 dies without a chance to clean up (``kill -9``, the OOM killer, a segfault): the
-commands would run on, orphaned. So the first command a process starts also starts a
+commands would run on, orphaned. So a process starts, before its first command, a
 watchdog: a small Python process, in a session of its own (a signal to plait's group
 does not reach it) and not a child of this process (a shell starts it and exits, so
 nothing here reaps it or sees it among its children), that reads a pipe. plait writes
@@ -90,8 +90,12 @@ def ready() -> None:
     Starting it takes milliseconds (a shell and an interpreter); done after the first
     command was spawned, a process killed meanwhile would leave that command unwatched.
     """
-    if _owner != os.getpid():
-        _start()
+    _pipe()
+
+
+def _pipe() -> int:
+    """The pipe's write end in this process, the watchdog started first if need be."""
+    return _fd if _owner == os.getpid() else _start()
 
 
 def watch(pgid: int, grace: float) -> None:
@@ -106,7 +110,7 @@ def forget(pgid: int) -> None:
 
 def _send(line: bytes) -> None:
     global _failed
-    fd = _fd if _owner == os.getpid() else _start()
+    fd = _pipe()
     if fd < 0:
         return
     try:
