@@ -10,15 +10,26 @@ Engines may shut down in any order. One whose handler is no longer on top (a lat
 engine installed its own over it) is *retired*: its handler stays in the later
 engine's chain but only passes signals on to what it had replaced, and when the later
 engine restores, it skips retired handlers and puts back the first live one.
+
+Python runs a signal's handler on the main thread, but the kernel may hand the signal
+to any thread that does not block it: a pool's worker thread, say, while the main
+thread has signals blocked for the instant of a ``vfork``. The main thread, asleep in
+the loop's ``select`` until the next event (a command's exit, a minute away), would
+not run the handler until then. So the engine also gives the loop a *wakeup socket*
+(:func:`signal.set_wakeup_fd`) when none is set: the C-level handler writes to it from
+whatever thread it runs on, the loop wakes, and the handler runs at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
+import weakref
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -54,6 +65,7 @@ class SignalHandlers:
         self._previous: dict[int, Any] = {}
         self._received = False
         self._retired: dict[int, Any] | None = None  # what to pass signals on to
+        self._wakeup: weakref.finalize[Any, Any] | None = None
 
     def install(self) -> bool:
         """Install the handlers; False (and nothing done) off the main thread."""
@@ -64,6 +76,8 @@ class SignalHandlers:
                 self._previous[sig] = signal.signal(sig, self._handle)
             except (ValueError, OSError):  # not allowed here (embedded interpreters)
                 logger.debug("cannot install a handler for %s", sig)
+        if self._previous:
+            self._wakeup = _wake_on_signals(self, self._loop)
         return bool(self._previous)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -99,7 +113,60 @@ class SignalHandlers:
             except (ValueError, OSError):
                 logger.debug("cannot restore the handler for %s", sig)
         if covered:
-            self._retired = covered
+            self._retired = covered  # still in a chain: keeps waking the loop
+        elif self._wakeup is not None:
+            self._wakeup()
+
+
+def _wake_on_signals(
+    owner: SignalHandlers, loop: asyncio.AbstractEventLoop
+) -> weakref.finalize[Any, Any] | None:
+    """Make ``loop`` wake up for every signal; the finalizer returned undoes it.
+
+    Nothing is done when a wakeup fd is set already (asyncio's ``add_signal_handler``
+    sets its loop's): that one wakes a loop too. The socket stays open until the fd is
+    unset, so its number is never reused while signals are written to it.
+    """
+    try:
+        reader, writer = socket.socketpair()
+    except OSError as exc:
+        logger.debug("no wakeup socket for signals: %r", exc)
+        return None
+    reader.setblocking(False)
+    writer.setblocking(False)
+    try:
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except (ValueError, OSError):  # not the main thread's interpreter, say
+        previous = None
+    if previous != -1:
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
+        reader.close()
+        writer.close()
+        return None
+    loop.add_reader(reader.fileno(), _drain, reader)
+    return weakref.finalize(owner, _unwake, loop, reader, writer)
+
+
+def _drain(reader: socket.socket) -> None:
+    """Read what the signal handler wrote: waking the loop was all it was for."""
+    with contextlib.suppress(OSError):
+        while reader.recv(4096):
+            pass
+
+
+def _unwake(loop: asyncio.AbstractEventLoop, reader: socket.socket, writer: socket.socket) -> None:
+    """Unset the wakeup fd if it is still ours, then close the socket (main thread only)."""
+    try:
+        current = signal.set_wakeup_fd(-1)
+    except ValueError:  # collected off the main thread: leave the socket open, unused
+        return
+    if current != writer.fileno():  # somebody set theirs over ours: keep it
+        signal.set_wakeup_fd(current, warn_on_full_buffer=False)
+    with contextlib.suppress(Exception):  # the loop may be closed already
+        loop.remove_reader(reader.fileno())
+    reader.close()
+    writer.close()
 
 
 def _live(sig: int, handler: Any) -> Any:

@@ -13,8 +13,10 @@ import psutil
 import pytest
 
 SCRIPT = r"""
-import asyncio, signal, sys
+import asyncio, faulthandler, signal, sys, threading, time
 from plait import WorkflowEngine
+
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # a hung run's stacks, on demand
 
 async def main():
     before = signal.getsignal(signal.SIGINT)
@@ -25,6 +27,7 @@ async def main():
         return "echo $$ > {pidfile}; sleep 60 & wait"
 
     fut = long()
+    {setup}
     print("ready", flush=True)
     try:
         await fut
@@ -38,9 +41,9 @@ asyncio.run(main())
 """
 
 
-def start(tmp_path, after="pass"):
+def start(tmp_path, after="pass", setup="pass"):
     pidfile = tmp_path / "pid"
-    code = SCRIPT.format(pidfile=pidfile, after=after)
+    code = SCRIPT.format(pidfile=pidfile, after=after, setup=setup)
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
         stdout=subprocess.PIPE,
@@ -57,6 +60,18 @@ def start(tmp_path, after="pass"):
     return proc, int(pidfile.read_text())
 
 
+def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[str, str]:
+    """The script's output once it exits; if it does not, its stacks and a failure."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # faulthandler prints every thread's stack
+        time.sleep(1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"the script did not exit within {timeout} s\n{out}\n{err}")
+
+
 def gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -69,13 +84,59 @@ def gone(pid: int) -> bool:
 def test_signal_shuts_down_gracefully_and_kills_commands(tmp_path, sig):
     proc, cmd_pid = start(tmp_path)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    out, err = finish(proc)
     assert "cancelled CANCELLED" in out, err
     assert "restored True" in out, err
     deadline = time.monotonic() + 5
     while not gone(cmd_pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert gone(cmd_pid)
+
+
+# The main thread blocks SIGTERM, so the kernel hands it to a thread that lets it in (as
+# it does while the main thread has every signal blocked for a vfork). Python runs the
+# handler on the main thread only when that thread wakes: without a wakeup fd it slept
+# in select until the command ended, a minute later.
+OTHER_THREAD = (
+    "threading.Thread(target=time.sleep, args=(60,), daemon=True).start(); "
+    "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})"
+)
+
+
+def test_a_signal_taken_by_another_thread_still_shuts_down_at_once(tmp_path):
+    proc, cmd_pid = start(tmp_path, setup=OTHER_THREAD)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = finish(proc, timeout=20)
+    assert "cancelled CANCELLED" in out, err
+    assert time.monotonic() - sent < 10  # kill_grace is 5 s; the command took a minute
+    deadline = time.monotonic() + 5
+    while not gone(cmd_pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gone(cmd_pid)
+
+
+def test_a_wakeup_fd_set_before_the_engine_is_left_in_place():
+    code = (
+        "import asyncio, signal, socket\n"
+        "from plait import WorkflowEngine\n"
+        "async def main():\n"
+        "    theirs, _ = socket.socketpair()\n"
+        "    theirs.setblocking(False)\n"
+        "    signal.set_wakeup_fd(theirs.fileno())\n"
+        "    flow = await WorkflowEngine.create()\n"
+        "    during = signal.set_wakeup_fd(theirs.fileno())\n"
+        "    await flow.shutdown()\n"
+        "    print(during == theirs.fileno(), signal.set_wakeup_fd(-1) == theirs.fileno())\n"
+        "    ours = await WorkflowEngine.create()\n"
+        "    during = signal.set_wakeup_fd(-1)\n"
+        "    signal.set_wakeup_fd(during)\n"
+        "    await ours.shutdown()\n"
+        "    print(during != -1, signal.set_wakeup_fd(-1) == -1)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["True"] * 4, out.stderr
 
 
 def test_ctrl_c_works_as_before_once_the_engine_is_gone(tmp_path):
@@ -87,7 +148,7 @@ def test_ctrl_c_works_as_before_once_the_engine_is_gone(tmp_path):
     while (line := proc.stdout.readline()) and "sleeping" not in line:
         pass
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = finish(proc)
     assert "KeyboardInterrupt" in err
     assert proc.returncode != 0
 
@@ -136,7 +197,7 @@ def test_second_sigint_aborts_a_slow_graceful_shutdown(tmp_path):
     assert proc.poll() is None
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)  # abort
-    _, err = proc.communicate(timeout=60)
+    _, err = finish(proc)
     assert time.monotonic() - started < 5
     assert "Abort: a second SIGINT aborted the graceful shutdown" in err
     assert proc.returncode != 0
