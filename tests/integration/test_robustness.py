@@ -71,6 +71,25 @@ async def test_bad_task_description_fails_only_that_call(flow):
     assert await f() == 1
 
 
+async def test_a_result_that_cannot_go_where_its_future_was_fails_only_that_task(flow):
+    @flow.function_task
+    async def listing():
+        return [1, 2]
+
+    @flow.function_task
+    async def count(items):
+        return len(items)
+
+    made = listing()
+    bad = count({made})  # a set holds the future; the list put in its place is unhashable
+    good = count([made])
+    with pytest.raises(InvalidTaskError, match=r"cannot put the dependency results of 'count'"):
+        await bad
+    assert await good == 1
+    assert await made == [1, 2]
+    await check_engine_still_works(flow)
+
+
 async def test_plain_asyncio_future_is_awaited_as_an_external_dependency(flow):
     @flow.function_task
     async def use(x):
