@@ -73,7 +73,13 @@ def find(
     """
     found: Found | None = None
     for arg in args:
-        if type(arg) not in _SCALARS:
+        if type(arg) in _SCALARS:
+            continue
+        if isinstance(arg, asyncio.Future):  # _visit's first case, without the call
+            if found is None:
+                found = Found()
+            found.futures[id(arg)] = arg
+        else:
             found = _visit(arg, found, file_types)
     if kwargs:
         for arg in kwargs.values():
@@ -139,8 +145,13 @@ def substitute(
     """
     new_args = []
     for arg in args:  # scalars skip the walk: this runs for every task with inputs
-        sub = _MISSING if type(arg) in _SCALARS else _sub(arg, files)
-        new_args.append(arg if sub is _MISSING else sub)
+        if type(arg) in _SCALARS:
+            new_args.append(arg)
+        elif files is None and isinstance(arg, asyncio.Future):  # _sub's case, no call
+            new_args.append(arg.result())
+        else:
+            sub = _sub(arg, files)
+            new_args.append(arg if sub is _MISSING else sub)
     if not kwargs:
         return tuple(new_args), kwargs
     new_kwargs = {}
