@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 SCRIPT = r"""
-import asyncio, faulthandler, signal, sys, threading, time
+import asyncio, faulthandler, os, signal, sys, threading, time
 from plait import WorkflowEngine
 
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # a hung run's stacks, on demand
@@ -96,20 +96,24 @@ def test_signal_shuts_down_gracefully_and_kills_commands(tmp_path, sig):
 # The main thread blocks SIGTERM, so the kernel hands it to a thread that lets it in (as
 # it does while the main thread has every signal blocked for a vfork). Python runs the
 # handler on the main thread only when that thread wakes: without a wakeup fd it slept
-# in select until the command ended, a minute later.
+# in select until the command ended, a minute later. The mask is set once the command
+# runs (a command spawned after it would inherit it and sit out its kill_grace), and the
+# signal comes once the loop is idle (no timer left to wake it up by chance).
 OTHER_THREAD = (
-    "threading.Thread(target=time.sleep, args=(60,), daemon=True).start(); "
-    "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})"
+    "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+    "    while not os.path.exists({pidfile!r}): await asyncio.sleep(0.01)\n"
+    "    signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGTERM}})\n"
+    "    await asyncio.sleep(0.3)"
 )
 
 
 def test_a_signal_taken_by_another_thread_still_shuts_down_at_once(tmp_path):
-    proc, cmd_pid = start(tmp_path, setup=OTHER_THREAD)
+    proc, cmd_pid = start(tmp_path, setup=OTHER_THREAD.format(pidfile=str(tmp_path / "pid")))
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, err = finish(proc, timeout=20)
     assert "cancelled CANCELLED" in out, err
-    assert time.monotonic() - sent < 10  # kill_grace is 5 s; the command took a minute
+    assert time.monotonic() - sent < 4  # the command's SIGTERM ends it; it took a minute
     deadline = time.monotonic() + 5
     while not gone(cmd_pid) and time.monotonic() < deadline:
         time.sleep(0.02)
