@@ -144,7 +144,12 @@ def _wake_on_signals(
         reader.close()
         writer.close()
         return None
-    loop.add_reader(reader.fileno(), _drain, reader)
+    try:
+        loop.add_reader(reader.fileno(), _drain, reader)
+    except (NotImplementedError, RuntimeError, OSError) as exc:  # a loop without readers
+        logger.debug("no wakeup socket for signals: %r", exc)
+        _unwake(loop, reader, writer)
+        return None
     return weakref.finalize(owner, _unwake, loop, reader, writer)
 
 

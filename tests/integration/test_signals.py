@@ -143,6 +143,27 @@ def test_a_wakeup_fd_set_before_the_engine_is_left_in_place():
     assert out.stdout.split() == ["True"] * 4, out.stderr
 
 
+def test_a_loop_that_cannot_watch_the_wakeup_socket_still_gets_an_engine():
+    code = (
+        "import asyncio, signal\n"
+        "from plait import WorkflowEngine\n"
+        "async def main():\n"
+        "    def refuse(*args):\n"
+        "        raise NotImplementedError('no readers on this loop')\n"
+        "    asyncio.get_running_loop().add_reader = refuse\n"
+        "    flow = await WorkflowEngine.create()\n"
+        "    during = signal.set_wakeup_fd(-1)\n"
+        "    @flow.function_task\n"
+        "    async def one():\n"
+        "        return 1\n"
+        "    print(await one(), during)\n"
+        "    await flow.shutdown()\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["1", "-1"], out.stderr
+
+
 def test_ctrl_c_works_as_before_once_the_engine_is_gone(tmp_path):
     # After shutdown the script sleeps; a SIGINT must now raise KeyboardInterrupt there.
     after = "print('sleeping', flush=True); await asyncio.sleep(30)"
