@@ -118,13 +118,6 @@ def _exit_error(desc: TaskDescription, exc: BaseException) -> TaskExitError:
     return error
 
 
-def _unplaceable(desc: TaskDescription, exc: TypeError) -> InvalidTaskError:
-    """The error of a task whose dependency results cannot be put in place (unhashable)."""
-    return InvalidTaskError(
-        f"cannot put the dependency results of {desc.name!r} ({desc.uid}) in place: {exc}"
-    )
-
-
 def _failed(fut: asyncio.Future[Any]) -> bool:
     """Whether ``fut`` has failed (finished with an exception, not cancelled)."""
     return fut.done() and not fut.cancelled() and fut.exception() is not None
@@ -491,10 +484,7 @@ class Scheduler:
                     staged = await self._remote_inputs(node, backend, staged)
                 args, kwargs = desc.args, desc.kwargs  # as called: a pipelined rerun needs them
                 if node._has_deps or staged:
-                    try:  # _put_results, written out: this runs for every task with inputs
-                        desc.args, desc.kwargs = substitute(args, kwargs, staged)
-                    except TypeError as exc:
-                        raise _unplaceable(desc, exc) from exc
+                    self._put_results(desc, staged)
                     if self.services.active:  # a service it takes may be restarting
                         await self.services.ready_for(node)
                 if desc.kind is TaskKind.BLOCK:
@@ -668,7 +658,9 @@ class Scheduler:
         try:
             desc.args, desc.kwargs = substitute(desc.args, desc.kwargs, staged)
         except TypeError as exc:
-            raise _unplaceable(desc, exc) from exc
+            raise InvalidTaskError(
+                f"cannot put the dependency results of {desc.name!r} ({desc.uid}) in place: {exc}"
+            ) from exc
 
     async def _run_block(self, node: Node) -> Any:
         desc = node._desc
