@@ -233,3 +233,94 @@ async def test_middle_step_lines_carry_their_task_s_constant_fields(tmp_path):
     }
     ids = [e["event_id"] for e in events]
     assert len(set(ids)) == len(ids) and all(len(i) == 32 for i in ids)
+
+
+async def test_a_flush_cancelled_while_it_writes_loses_no_line(tmp_path):
+    # A flush writes in a worker thread. Cancelled while that thread writes (stop()
+    # cancels the size watch and the flush loop, which may be flushing), the write
+    # goes on: the next flush, and the closing lines, must wait for it. Before, they
+    # ran beside it, and the lines of the cancelled flush were lost.
+    flow = await WorkflowEngine.create(work_dir=str(tmp_path), handle_signals=False)
+    path = tmp_path / "run.jsonl"
+    manager = await flow.start_telemetry(checkpoint_path=str(path))
+
+    @flow.function_task
+    async def noop(i):
+        return i
+
+    n = 20_000
+    assert sum(await asyncio.gather(*[noop(i) for i in range(n)])) == n * (n - 1) // 2
+    flushing = asyncio.create_task(manager.flush())
+    await asyncio.sleep(0)  # the flush takes the records and hands them to the writer
+    assert manager._writing
+    flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    await flow.shutdown()
+    lines = read_jsonl(path)  # each line whole
+    kinds = {}
+    for entry in lines:
+        kind = entry.get("event_type") or entry.get("name") or entry["section"]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    for kind in ("TaskCreated", "TaskQueued", "TaskStarted", "TaskCompleted", "task"):
+        assert kinds[kind] == n, kind
+    assert lines[-1]["section"] == "metric" and lines[-1]["tasks_completed"] == n
+    assert lines[-2]["name"] == "session"  # the closing lines come after every event
+
+
+async def test_function_task_lines_from_templates_equal_the_general_ones(tmp_path, monkeypatch):
+    # A function task's TaskCreated, TaskCompleted and span lines are formatted from
+    # templates of its shape; each must be the general path's line byte for byte.
+    import itertools
+    import random
+    import re
+
+    from plait.telemetry import schema, writer
+    from plait.telemetry.schema import RhapsodyView
+    from plait.telemetry.spans import SpanBuilder
+
+    flow = await WorkflowEngine.create(work_dir=str(tmp_path), handle_signals=False)
+    manager = await flow.start_telemetry(checkpoint_interval=3600)
+
+    @flow.function_task(name='50% "odd" \u2603 \\ name %s %(x)s')
+    async def odd(*deps):
+        return len(deps)
+
+    @flow.function_task
+    def plain(x):
+        return x
+
+    @flow.block
+    async def group():
+        return await odd(plain(1))
+
+    @flow.function_task
+    async def broken():
+        raise ZeroDivisionError
+
+    first = odd()
+    async with flow.workflow_scope("wf-1"):
+        await asyncio.gather(odd(first, plain(2)), plain(first), group())
+    with pytest.raises(ZeroDivisionError):
+        await broken()
+    records = manager._records[:]
+    await flow.shutdown()
+
+    def lines(shaped):
+        random.seed(7)
+        monkeypatch.setattr(schema, "_ids", itertools.count(1000))
+        encoder = RhapsodyView(flow.uid, "default")
+        spans = SpanBuilder(flow.uid, "default", None, None, None)
+        if not shaped:
+            monkeypatch.setattr(encoder, "_shaped_line", lambda *a: None)
+            monkeypatch.setattr(spans, "_shaped_line", lambda *a: None)
+        encoded = b"".join(writer.encode(records, encoder, spans))
+        return re.sub(rb'"emit_time":[^,]+', b"", encoded).splitlines(), encoder, spans
+
+    fast, encoder, spans = lines(True)
+    general, _, _ = lines(False)
+    assert len(fast) == len(general) > 50
+    assert fast == general
+    assert len(encoder._shapes) >= 3 and len(spans._shapes) >= 3  # templates were used
+    assert any(b'"name":"block"' in x for x in fast) and any(b"TaskFailed" in x for x in fast)
+    assert not encoder._fragments and not encoder._starts  # nothing kept per task after

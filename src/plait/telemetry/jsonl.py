@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["FAST", "fragment", "line", "number"]
+__all__ = ["FAST", "fragment", "hole", "line", "number", "template", "value"]
 
 orjson: Any
 try:
@@ -39,7 +39,8 @@ if orjson is not None:
             encoded = orjson.dumps(obj, default=_default, option=_ANY_KEYS)
         return encoded
 
-    number = orjson.dumps  # a number as JSON: the same text as in a line
+    value = orjson.dumps  # one value (a number, a string, a list of strings) as in a line
+    number = value
 
 else:
 
@@ -47,9 +48,11 @@ else:
         """``obj`` as one JSON line (bytes, newline included); unknown types as ``str``."""
         return (json.dumps(obj, default=_default) + "\n").encode()
 
-    def number(value: float) -> bytes:
-        """A finite number as JSON: the same text as in a line."""
-        return json.dumps(value).encode()
+    def value(obj: Any) -> bytes:
+        """One value (a number, a string, a list of strings) as JSON: the same text as in a line."""
+        return json.dumps(obj).encode()
+
+    number = value
 
 
 def fragment(obj: dict[str, Any]) -> bytes:
@@ -58,3 +61,37 @@ def fragment(obj: dict[str, Any]) -> bytes:
     ``fragment({"a": 1, "b": 2})`` is ``b'"a":1,"b":2'``.
     """
     return line(obj)[1:-2]
+
+
+_HOLE = "\x00plait.hole.%d\x00"
+_FILLS = {"v": b"%s", "t": b'"%s"', "d": b"%d"}
+
+
+def hole(index: int) -> str:
+    """The placeholder of a :func:`template`'s ``index``-th hole."""
+    return _HOLE % index
+
+
+def template(obj: dict[str, Any], kinds: str) -> bytes | None:
+    """The line of ``obj`` as a ``%`` template: its holes filled in per line, the rest encoded once.
+
+    ``obj`` holds ``hole(0)``, ``hole(1)``... in that order; ``kinds[i]`` says what the
+    i-th becomes: ``v`` a ``%s`` for a JSON value given encoded (:func:`value`), ``t``
+    a ``"%s"`` for text that needs no escaping (a hex id), ``d`` a ``%d`` for an int.
+    Every other ``%`` is doubled, so ``template(obj, kinds) % args`` is the line of
+    ``obj`` with the values in place.
+
+    Returns:
+        The template; None when a hole is not found exactly once and in order (a user's
+        string that happens to hold one): such lines are encoded whole instead.
+    """
+    encoded = line(obj).replace(b"%", b"%%")
+    at = 0
+    for index, kind in enumerate(kinds):
+        mark = value(hole(index))
+        found = encoded.find(mark, at)
+        if found < 0 or encoded.count(mark) != 1:
+            return None
+        encoded = encoded[:found] + _FILLS[kind] + encoded[found + len(mark) :]
+        at = found
+    return encoded

@@ -31,15 +31,16 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from plait.task import TaskKind
 from plait.telemetry.events import EventKind, Record
 from plait.telemetry.jsonl import line
 from plait.telemetry.schema import RhapsodyView
 from plait.telemetry.spans import SpanBuilder
+from plait.telemetry.writer import RECORD_SIZE, Tally, encode, records_of
 
 if TYPE_CHECKING:
     from plait.telemetry.events import EventBus
@@ -51,19 +52,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_FLUSH_INTERVAL = 5.0
 FLUSH_AT_RECORDS = 200_000
 SIZE_CHECK_INTERVAL = 0.5
-WRITE_CHUNK = 1_000
-_ENDED = frozenset({EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED})
-_QUIET_STEPS = frozenset({EventKind.RESOLVED, EventKind.QUEUED, EventKind.SUBMITTED})
-"""Steps that open or close no span and start no clock: only their line is written."""
-_UNCOUNTED = frozenset({EventKind.CREATED, EventKind.RESOLVED, EventKind.QUEUED})
-"""Task steps the tally passes over (it counts submissions, starts, ends and retries)."""
-_RECORD_SIZE = 4  # a Record's items, each a slot of the flat list
-
-
-def _records(flat: list[Any]) -> Iterator[Record]:
-    """The records of a flat list (see the module docstring), in order."""
-    items = iter(flat)
-    return zip(items, items, items, items, strict=True)
 
 
 def _open_for_append(path: Path) -> IO[bytes]:
@@ -149,64 +137,6 @@ def _sample_gpus() -> list[tuple[int, float, int]]:
     return out
 
 
-class Tally:
-    """The run's counts and task durations, from records in order (what ``summary`` says).
-
-    Blocks are not counted: they run on no backend.
-    """
-
-    def __init__(self) -> None:
-        self.counts = dict.fromkeys(("submitted", "started", "completed", "failed", "canceled"), 0)
-        self._starts: dict[str, float] = {}
-        self.timed = 0  # tasks whose start and end were both seen
-        self.total = 0.0
-        self.shortest = float("inf")
-        self.longest = 0.0
-        self.last_resource: dict[str, dict[str, Any]] = {}
-
-    def add(self, records: Iterable[Record]) -> None:
-        counts, starts = self.counts, self._starts
-        for kind, desc, when, info in records:
-            if kind in _UNCOUNTED:
-                continue
-            if isinstance(desc, str):
-                if kind is EventKind.RESOURCE and info.get("gpu_id") is None:
-                    self.last_resource[desc] = info
-                continue
-            if desc.kind is TaskKind.BLOCK:
-                continue
-            if kind is EventKind.SUBMITTED:
-                counts["submitted"] += 1
-            elif kind is EventKind.STARTED:
-                counts["started"] += 1
-                starts[desc.uid] = when
-            elif kind in _ENDED:
-                name = "canceled" if kind is EventKind.CANCELLED else kind.value
-                counts[name] += 1
-                started = starts.pop(desc.uid, None)
-                if started is not None:
-                    took = when - started
-                    self.timed += 1
-                    self.total += took
-                    self.shortest = min(self.shortest, took)
-                    self.longest = max(self.longest, took)
-            elif kind is EventKind.RETRIED:
-                starts.pop(desc.uid, None)
-
-    def copy(self) -> Tally:
-        other = Tally()
-        other.counts = dict(self.counts)
-        other._starts = dict(self._starts)
-        other.timed, other.total = self.timed, self.total
-        other.shortest, other.longest = self.shortest, self.longest
-        other.last_resource = dict(self.last_resource)
-        return other
-
-    @property
-    def running(self) -> int:
-        return len(self._starts)
-
-
 class TelemetryManager:
     """Telemetry of one engine; made by ``await flow.start_telemetry(...)``.
 
@@ -239,7 +169,10 @@ class TelemetryManager:
         self._encoder = RhapsodyView(session_id, default)  # the flush's, in its thread
         self._view: Callable[[Record], Any] | None = None  # the subscribers', made on demand
         self._tally = Tally()
-        self._writing: list[Any] | None = None  # taken by a flush, not yet tallied (flat)
+        self._writing: list[list[Any]] = []  # taken by flushes, not yet tallied (flat)
+        # One thread writes, so that writes keep their order and never overlap, even
+        # when a flush is cancelled while its write runs (see flush()).
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plait-telemetry")
         self._tally_lock = threading.Lock()
         self._host = socket.gethostname()
         self._file: IO[bytes] | None = None
@@ -252,6 +185,7 @@ class TelemetryManager:
         self._ended_at: float | None = None
         self._running = False
         self._stopped = False
+        self._closed = False
 
     @staticmethod
     def _checkpoint_file(path: str | os.PathLike[str] | None, uid: str) -> Path | None:
@@ -303,7 +237,7 @@ class TelemetryManager:
         """Flush early when records pile up, so memory stays bounded in long runs."""
         while True:
             await asyncio.sleep(SIZE_CHECK_INTERVAL)
-            if len(self._records) >= FLUSH_AT_RECORDS * _RECORD_SIZE:
+            if len(self._records) >= FLUSH_AT_RECORDS * RECORD_SIZE:
                 await self.flush()
 
     # -- the reference's surface ----------------------------------------------------------
@@ -366,9 +300,9 @@ class TelemetryManager:
         """
         with self._tally_lock:
             tally = self._tally.copy()
-            pending = list(self._writing or ())
-        tally.add(_records(pending))
-        tally.add(_records(self._records[:]))
+            pending = [record for batch in self._writing for record in batch]
+        tally.add(records_of(pending))
+        tally.add(records_of(self._records[:]))
         counts = tally.counts
         duration: dict[str, float] = {}
         if tally.timed:
@@ -427,45 +361,43 @@ class TelemetryManager:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write the records gathered so far; export their spans."""
+        """Write the records gathered so far; export their spans.
+
+        The write runs in the manager's one writer thread. A flush cancelled while it
+        writes (``stop()`` cancels the periodic flushes) leaves that write to end on
+        its own: nothing it took is lost, and what is written next comes after it.
+        """
         async with self._flush_lock:
+            if self._closed:  # the writer is gone; stop() wrote everything
+                return
             records = self._records[:]
             self._records.clear()  # the same list: the engine extends it directly
             if records:
                 with self._tally_lock:
-                    self._writing = records
-                await asyncio.to_thread(self._write, records)
+                    self._writing.append(records)
+                await self._in_writer(self._write, records)
+
+    def _in_writer(self, call: Callable[..., None], *args: Any) -> asyncio.Future[None]:
+        """Run ``call`` in the writer thread, after what was given it before.
+
+        Shielded: cancelling the caller does not take a queued write back.
+        """
+        loop = asyncio.get_running_loop()
+        return asyncio.shield(loop.run_in_executor(self._writer, call, *args))
 
     def _write(self, records: list[Any]) -> None:
-        # In chunks, so that the memory of one chunk's lines is reused by the next
-        # instead of the whole flush being held at once.
-        out = self._file
-        encoder, spans = self._encoder, self._spans
-        encode, span_of, span, trace = encoder.line, spans.span_of, spans.add, spans.trace_hex
-        step = encoder.step_line
-        chunk = WRITE_CHUNK * _RECORD_SIZE
-        for start in range(0, len(records), chunk):
-            lines = []
-            encoder.emit_time = time.time()  # when this chunk is written
-            for record in _records(records[start : start + chunk]):
-                if record[0] in _QUIET_STEPS:  # most lines: nothing for the spans to do
-                    encoded = step(record)
-                    if encoded is not None:
-                        lines.append(encoded)
-                        continue
-                encoded = encode(record, trace, span_of(record))
-                if encoded is not None:
-                    lines.append(encoded)
-                finished = span(record)
-                if finished is not None:
-                    lines.append(finished)
+        """In the writer thread: one flush's records as lines, then into the tally."""
+        try:
+            out = self._file
+            for lines in encode(records, self._encoder, self._spans):
+                if out is not None:
+                    out.write(lines)
             if out is not None:
-                out.write(b"".join(lines))
-        if out is not None:
-            out.flush()
-        with self._tally_lock:
-            self._tally.add(_records(records))
-            self._writing = None
+                out.flush()
+        finally:
+            with self._tally_lock:
+                self._tally.add(records_of(records))
+                self._writing.remove(records)
 
     def _metric_line(self) -> bytes:
         """The run's counters, as RHAPSODY's metric snapshot names them."""
@@ -512,9 +444,14 @@ class TelemetryManager:
         if self._tasks:  # async subscribers still running
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.flush()
+        self._closed = True
+        await self._in_writer(self._close)  # after every write, cancelled flushes' too
+        self._writer.shutdown(wait=False)
+
+    def _close(self) -> None:
+        """In the writer thread: the closing lines, then the file and the providers."""
         closing = self._spans.close() + self._metric_line()
         if self._file is not None:
             self._file.write(closing)
-        await asyncio.to_thread(self._spans.shutdown)
-        if self._file is not None:
             self._file.close()
+        self._spans.shutdown()

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from plait.task import TaskKind
 from plait.telemetry.events import EventKind, Record, details
-from plait.telemetry.jsonl import fragment, line, number
+from plait.telemetry.jsonl import fragment, hole, line, number, template, value
 
 if TYPE_CHECKING:
     from plait.task import TaskDescription
@@ -277,6 +277,35 @@ def final_attributes(
     return attrs
 
 
+_MAX_SHAPES = 4096
+"""Shapes kept at most; past that the cache starts again (most runs have a handful)."""
+
+
+def _as_line(fields: dict[str, Any], trace_id: str, span_id: str) -> dict[str, Any]:
+    """An event's fields with what its checkpoint line adds (span, ``name``, ``section``)."""
+    fields["trace_id"], fields["span_id"] = trace_id, span_id
+    fields["name"] = fields["event_type"]
+    fields["section"] = "event"
+    return fields
+
+
+class _Shape:
+    """Lines shared by the function tasks of one shape (function, name, scope, backend).
+
+    A shape's lines differ only in ids, times and dependencies, so each is a template
+    (see :func:`~plait.telemetry.jsonl.template`) of the general path's line: the
+    ``TaskCreated`` one, the constant part of the middle steps, and the ``TaskCompleted``
+    one (None when the task reports details of its own).
+    """
+
+    __slots__ = ("completed", "constant", "created")
+
+    def __init__(self, created: bytes, constant: bytes, completed: bytes | None) -> None:
+        self.created = created
+        self.constant = constant
+        self.completed = completed
+
+
 class RhapsodyView:
     """Turns the bus's records into RHAPSODY-shaped events, in the order they come.
 
@@ -292,11 +321,38 @@ class RhapsodyView:
     def __init__(self, session_id: str, default_backend: str) -> None:
         self.session_id = session_id
         self.default_backend = default_backend
-        self.emit_time: float | None = None  # None: now, for each event
+        self._emit_time: float | None = None
+        self._emit_json = b"0.0"
         self._starts: dict[str, float] = {}
         self._static: dict[str, dict[str, Any]] = {}  # a live task's static attributes
         self._fragments: dict[str, bytes] = {}  # a live task's constant JSON, for lines
-        self._emit, self._emit_json = 0.0, b"0.0"  # the last emit time, and as JSON
+        self._shapes: dict[tuple[Any, ...], _Shape | None] = {}
+        self._shapes_trace = ""  # the trace id the shapes' templates hold
+
+    @property
+    def emit_time(self) -> float | None:
+        """The ``emit_time`` of the events made now (None: the time of each call)."""
+        return self._emit_time
+
+    @emit_time.setter
+    def emit_time(self, when: float | None) -> None:
+        self._emit_time = when
+        if when is not None:
+            self._emit_json = number(when)
+
+    def _base(self, event_id: str, when: Any, emit: Any) -> dict[str, Any]:
+        """The fields every event has, before the kind's own are filled in."""
+        return {
+            "event_id": event_id,
+            "event_type": "",
+            "event_time": when,
+            "emit_time": emit,
+            "session_id": self.session_id,
+            "backend": self.default_backend,
+            "task_id": None,
+            "node_id": None,
+            "attributes": {},
+        }
 
     def fields(self, record: Record) -> dict[str, Any] | None:
         """The event of ``record`` as a dict of RHAPSODY's fields (None: not an event).
@@ -306,17 +362,7 @@ class RhapsodyView:
         kind, desc, when, info = record
         if kind is EventKind.CUSTOM:
             return event_fields(info)
-        base: dict[str, Any] = {
-            "event_id": _ID_FORMAT % next(_ids),
-            "event_type": "",
-            "event_time": when,
-            "emit_time": self.emit_time or time.time(),
-            "session_id": self.session_id,
-            "backend": self.default_backend,
-            "task_id": None,
-            "node_id": None,
-            "attributes": {},
-        }
+        base = self._base(_ID_FORMAT % next(_ids), when, self.emit_time or time.time())
         if isinstance(desc, str):
             return self._session_level(base, kind, desc, info)
         uid = desc.uid
@@ -366,12 +412,14 @@ class RhapsodyView:
             encoded = self.step_line(record)
             if encoded is not None:
                 return encoded
+        elif kind is EventKind.CREATED or kind is EventKind.COMPLETED:
+            encoded = self._shaped_line(record, trace_id, span_id)
+            if encoded is not None:
+                return encoded
         fields = self.fields(record)
         if fields is None:
             return None
-        fields["trace_id"], fields["span_id"] = trace_id, span_id
-        fields["name"] = fields["event_type"]
-        fields["section"] = "event"
+        _as_line(fields, trace_id, span_id)
         if kind is EventKind.CREATED and not isinstance(desc, str):
             self._fragments[desc.uid] = fragment(
                 {
@@ -403,20 +451,107 @@ class RhapsodyView:
             return None
         if kind is EventKind.STARTED:
             self._starts[desc.uid] = when
-        emit = self.emit_time or time.time()
-        if emit != self._emit:  # one flush's chunk shares its emit time: encoded once
-            self._emit, self._emit_json = emit, number(emit)
+        # One flush's chunk shares its emit time, encoded once.
+        emit = self._emit_json if self._emit_time is not None else number(time.time())
         step = _STEP_TYPES[kind]
         # The same JSON as the general path, without a dict per line: the varying
         # fields (ids, step names and numbers, none needing escapes) formatted in.
-        return _STEP_LINE % (
+        return _STEP_LINE % (_ID_BYTES % next(_ids), step, step, number(when), emit, constant)
+
+    def _shaped_line(self, record: Record, trace_id: str, span_id: str) -> bytes | None:
+        """A function task's ``TaskCreated`` or ``TaskCompleted`` line, from its shape.
+
+        None for any other record, or a task whose shape has no template for it: the
+        general path then encodes it. The line is the general path's, byte for byte.
+        """
+        kind, desc, when, _ = record
+        if isinstance(desc, str) or desc.kind is not TaskKind.FUNCTION or self._emit_time is None:
+            return None
+        shape = self._shape(desc, trace_id)
+        if shape is None:
+            return None
+        uid = desc.uid
+        if kind is EventKind.CREATED:
+            uid_json, span = value(uid), span_id.encode()
+            self._fragments[uid] = shape.constant % (uid_json, span)
+            return shape.created % (
+                _ID_BYTES % next(_ids),
+                number(when),
+                self._emit_json,
+                uid_json,
+                value(desc.depends_on),
+                span,
+            )
+        started = self._starts.get(uid)
+        if shape.completed is None or started is None or desc.extra:
+            return None
+        del self._starts[uid]
+        self._static.pop(uid, None)
+        self._fragments.pop(uid, None)
+        return shape.completed % (
             _ID_BYTES % next(_ids),
-            step,
-            step,
             number(when),
             self._emit_json,
-            constant,
+            value(uid),
+            number(when - started),
+            span_id.encode(),
         )
+
+    def _shape(self, desc: TaskDescription, trace_id: str) -> _Shape | None:
+        """The templates of the lines of function tasks like ``desc`` (None: none fit)."""
+        if trace_id != self._shapes_trace:
+            self._shapes.clear()
+            self._shapes_trace = trace_id
+        key = (
+            desc.func,
+            desc.name,
+            desc.command,
+            desc.workflow_id,
+            desc.parent,
+            desc.options.backend,
+        )
+        try:
+            return self._shapes[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable callable: encoded the general way
+            return None
+        if len(self._shapes) >= _MAX_SHAPES:
+            self._shapes.clear()
+        shape = self._shapes[key] = self._make_shape(desc, trace_id)
+        return shape
+
+    def _make_shape(self, desc: TaskDescription, trace_id: str) -> _Shape | None:
+        """The templates of :meth:`_shape`: the general path's fields, with holes."""
+        backend = desc.options.backend or self.default_backend
+        static = static_attributes(desc)
+        created = self._base(hole(0), hole(1), hole(2))
+        created.update(event_type=_TASK_TYPES[EventKind.CREATED], backend=backend, task_id=hole(3))
+        created["attributes"] = {**static, "depends_on": hole(4)}
+        constant = {
+            "session_id": self.session_id,
+            "backend": backend,
+            "task_id": hole(0),
+            "node_id": None,
+            "attributes": static,
+            "trace_id": trace_id,
+            "span_id": hole(1),
+            "section": "event",
+        }
+        completed = self._base(hole(0), hole(1), hole(2))
+        completed.update(
+            event_type=_TASK_TYPES[EventKind.COMPLETED], backend=backend, task_id=hole(3)
+        )
+        completed["attributes"] = final_attributes(static, desc, EventKind.COMPLETED, None)
+        completed["duration_seconds"] = hole(4)
+        made = [
+            template(_as_line(created, trace_id, hole(5)), "tvvvvt"),
+            template(constant, "vt"),
+            None if desc.extra else template(_as_line(completed, trace_id, hole(5)), "tvvvvt"),
+        ]
+        if made[0] is None or made[1] is None:
+            return None
+        return _Shape(made[0], made[1][1:-2], made[2])
 
     def _session_level(
         self, base: dict[str, Any], kind: EventKind, name: str, info: Any
