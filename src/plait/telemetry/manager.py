@@ -40,7 +40,7 @@ from plait.telemetry.events import EventKind, Record
 from plait.telemetry.jsonl import line
 from plait.telemetry.schema import RhapsodyView
 from plait.telemetry.spans import SpanBuilder
-from plait.telemetry.writer import RECORD_SIZE, Tally, encode, records_of
+from plait.telemetry.writer import RECORD_SIZE, LineEncoder, Tally
 
 if TYPE_CHECKING:
     from plait.telemetry.events import EventBus
@@ -166,7 +166,7 @@ class TelemetryManager:
         self._records: list[Any] = []  # flat: four items per record (see above)
         default = bus.default_backend
         self._spans = SpanBuilder(session_id, default, span_processors, metric_readers, resource)
-        self._encoder = RhapsodyView(session_id, default)  # the flush's, in its thread
+        self._lines = LineEncoder(RhapsodyView(session_id, default), self._spans)  # flushes'
         self._view: Callable[[Record], Any] | None = None  # the subscribers', made on demand
         self._tally = Tally()
         self._writing: list[list[Any]] = []  # taken by flushes, not yet tallied (flat)
@@ -301,8 +301,8 @@ class TelemetryManager:
         with self._tally_lock:
             tally = self._tally.copy()
             pending = [record for batch in self._writing for record in batch]
-        tally.add(records_of(pending))
-        tally.add(records_of(self._records[:]))
+        tally.add(pending)
+        tally.add(self._records[:])
         counts = tally.counts
         duration: dict[str, float] = {}
         if tally.timed:
@@ -389,14 +389,14 @@ class TelemetryManager:
         """In the writer thread: one flush's records as lines, then into the tally."""
         try:
             out = self._file
-            for lines in encode(records, self._encoder, self._spans):
+            for lines in self._lines.encode(records):
                 if out is not None:
                     out.write(lines)
             if out is not None:
                 out.flush()
         finally:
             with self._tally_lock:
-                self._tally.add(records_of(records))
+                self._tally.add(records)
                 self._writing.remove(records)
 
     def _metric_line(self) -> bytes:

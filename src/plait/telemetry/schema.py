@@ -28,13 +28,13 @@ import itertools
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from plait.task import TaskKind
 from plait.telemetry.events import EventKind, Record, details
-from plait.telemetry.jsonl import fragment, hole, line, number, template, value
+from plait.telemetry.jsonl import fragment, hole, line, number, template
 
 if TYPE_CHECKING:
     from plait.task import TaskDescription
@@ -215,7 +215,10 @@ _ID_FORMAT = os.urandom(10).hex() + "%012x"
 _ID_BYTES = _ID_FORMAT.encode()  # the same ids, formatted straight into a line
 _STEP_LINE = b'{"event_id":"%s","event_type":"%s","name":"%s","event_time":%s,"emit_time":%s,%s}\n'
 """A middle step's line: the fields that change, then the task's constant part."""
-_STEP_TYPES = {kind: _TASK_TYPES[kind].encode() for kind in _STEPS}
+STEP_TYPES = {kind: _TASK_TYPES[kind].encode() for kind in _STEPS}
+"""A middle step's ``event_type``, encoded."""
+EVENT_IDS: Iterator[bytes] = map(_ID_BYTES.__mod__, _ids)
+"""Event ids as they go into a line (``next(EVENT_IDS)``), from :func:`new_event_id`'s count."""
 
 
 def new_event_id() -> str:
@@ -277,10 +280,6 @@ def final_attributes(
     return attrs
 
 
-_MAX_SHAPES = 4096
-"""Shapes kept at most; past that the cache starts again (most runs have a handful)."""
-
-
 def _as_line(fields: dict[str, Any], trace_id: str, span_id: str) -> dict[str, Any]:
     """An event's fields with what its checkpoint line adds (span, ``name``, ``section``)."""
     fields["trace_id"], fields["span_id"] = trace_id, span_id
@@ -289,21 +288,24 @@ def _as_line(fields: dict[str, Any], trace_id: str, span_id: str) -> dict[str, A
     return fields
 
 
-class _Shape:
-    """Lines shared by the function tasks of one shape (function, name, scope, backend).
+class TaskTemplates(NamedTuple):
+    """The event lines of one shape of function task, as ``%`` templates.
 
-    A shape's lines differ only in ids, times and dependencies, so each is a template
-    (see :func:`~plait.telemetry.jsonl.template`) of the general path's line: the
-    ``TaskCreated`` one, the constant part of the middle steps, and the ``TaskCompleted``
-    one (None when the task reports details of its own).
+    Attributes:
+        created: ``TaskCreated``: event id, time, emit time, task id, ``depends_on``,
+            span id.
+        constant: the part of every line of the task that never changes: task id,
+            span id.
+        step: a middle step: event id, type, name (the type again), time, emit time,
+            task id, span id.
+        completed: ``TaskCompleted``: event id, time, emit time, task id, duration,
+            span id; None when the task reports details of its own.
     """
 
-    __slots__ = ("completed", "constant", "created")
-
-    def __init__(self, created: bytes, constant: bytes, completed: bytes | None) -> None:
-        self.created = created
-        self.constant = constant
-        self.completed = completed
+    created: bytes
+    constant: bytes
+    step: bytes
+    completed: bytes | None
 
 
 class RhapsodyView:
@@ -326,8 +328,6 @@ class RhapsodyView:
         self._starts: dict[str, float] = {}
         self._static: dict[str, dict[str, Any]] = {}  # a live task's static attributes
         self._fragments: dict[str, bytes] = {}  # a live task's constant JSON, for lines
-        self._shapes: dict[tuple[Any, ...], _Shape | None] = {}
-        self._shapes_trace = ""  # the trace id the shapes' templates hold
 
     @property
     def emit_time(self) -> float | None:
@@ -412,10 +412,6 @@ class RhapsodyView:
             encoded = self.step_line(record)
             if encoded is not None:
                 return encoded
-        elif kind is EventKind.CREATED or kind is EventKind.COMPLETED:
-            encoded = self._shaped_line(record, trace_id, span_id)
-            if encoded is not None:
-                return encoded
         fields = self.fields(record)
         if fields is None:
             return None
@@ -453,76 +449,29 @@ class RhapsodyView:
             self._starts[desc.uid] = when
         # One flush's chunk shares its emit time, encoded once.
         emit = self._emit_json if self._emit_time is not None else number(time.time())
-        step = _STEP_TYPES[kind]
+        step = STEP_TYPES[kind]
         # The same JSON as the general path, without a dict per line: the varying
         # fields (ids, step names and numbers, none needing escapes) formatted in.
-        return _STEP_LINE % (_ID_BYTES % next(_ids), step, step, number(when), emit, constant)
+        return _STEP_LINE % (next(EVENT_IDS), step, step, number(when), emit, constant)
 
-    def _shaped_line(self, record: Record, trace_id: str, span_id: str) -> bytes | None:
-        """A function task's ``TaskCreated`` or ``TaskCompleted`` line, from its shape.
+    def adopt(self, uid: str, constant: bytes, started: float | None) -> None:
+        """Take over a task whose lines were made elsewhere from templates.
 
-        None for any other record, or a task whose shape has no template for it: the
-        general path then encodes it. The line is the general path's, byte for byte.
+        ``constant`` is the constant part of its lines (as :meth:`line` keeps it),
+        ``started`` when it started (None: not yet).
         """
-        kind, desc, when, _ = record
-        if isinstance(desc, str) or desc.kind is not TaskKind.FUNCTION or self._emit_time is None:
-            return None
-        shape = self._shape(desc, trace_id)
-        if shape is None:
-            return None
-        uid = desc.uid
-        if kind is EventKind.CREATED:
-            uid_json, span = value(uid), span_id.encode()
-            self._fragments[uid] = shape.constant % (uid_json, span)
-            return shape.created % (
-                _ID_BYTES % next(_ids),
-                number(when),
-                self._emit_json,
-                uid_json,
-                value(desc.depends_on),
-                span,
-            )
-        started = self._starts.get(uid)
-        if shape.completed is None or started is None or desc.extra:
-            return None
-        del self._starts[uid]
-        self._static.pop(uid, None)
-        self._fragments.pop(uid, None)
-        return shape.completed % (
-            _ID_BYTES % next(_ids),
-            number(when),
-            self._emit_json,
-            value(uid),
-            number(when - started),
-            span_id.encode(),
-        )
+        self._fragments[uid] = constant
+        if started is not None:
+            self._starts[uid] = started
 
-    def _shape(self, desc: TaskDescription, trace_id: str) -> _Shape | None:
-        """The templates of the lines of function tasks like ``desc`` (None: none fit)."""
-        if trace_id != self._shapes_trace:
-            self._shapes.clear()
-            self._shapes_trace = trace_id
-        key = (
-            desc.func,
-            desc.name,
-            desc.command,
-            desc.workflow_id,
-            desc.parent,
-            desc.options.backend,
-        )
-        try:
-            return self._shapes[key]
-        except KeyError:
-            pass
-        except TypeError:  # an unhashable callable: encoded the general way
-            return None
-        if len(self._shapes) >= _MAX_SHAPES:
-            self._shapes.clear()
-        shape = self._shapes[key] = self._make_shape(desc, trace_id)
-        return shape
+    def templates(self, desc: TaskDescription, trace_id: str) -> TaskTemplates | None:
+        """Templates of the event lines of function tasks like ``desc``.
 
-    def _make_shape(self, desc: TaskDescription, trace_id: str) -> _Shape | None:
-        """The templates of :meth:`_shape`: the general path's fields, with holes."""
+        Each is the general path's line with holes (see
+        :func:`~plait.telemetry.jsonl.template`), so that the lines formatted from it
+        are the same bytes. None when a template cannot be made (a user's string holds
+        a hole's mark).
+        """
         backend = desc.options.backend or self.default_backend
         static = static_attributes(desc)
         created = self._base(hole(0), hole(1), hole(2))
@@ -551,7 +500,9 @@ class RhapsodyView:
         ]
         if made[0] is None or made[1] is None:
             return None
-        return _Shape(made[0], made[1][1:-2], made[2])
+        constant_part = made[1][1:-2]
+        step = _STEP_LINE.replace(b"%s}", constant_part + b"}")  # the task's part in place
+        return TaskTemplates(made[0], constant_part, step, made[2])
 
     def _session_level(
         self, base: dict[str, Any], kind: EventKind, name: str, info: Any

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from plait.errors import MissingDependencyError
 from plait.task import TaskKind
 from plait.telemetry.events import EventKind, Record, TaskEvent
-from plait.telemetry.jsonl import hole, line, number, template, value
+from plait.telemetry.jsonl import hole, line, template
 
 if TYPE_CHECKING:
     from plait.task import TaskDescription
@@ -48,7 +48,6 @@ _STATUS = {
 }
 _KIND_NAMES = {kind: kind.value for kind in TaskKind}
 _CODES = {EventKind.COMPLETED: "OK", EventKind.FAILED: "ERROR", EventKind.CANCELLED: "UNSET"}
-_MAX_SHAPES = 4096  # span line templates kept at most
 
 
 def _ns(seconds: float) -> int:
@@ -129,7 +128,6 @@ class SpanBuilder:
         self._session_hex = self._span_hex(session_uid)
         self._starts: dict[str, float] = {}  # task uid -> when its span starts
         self._scopes: dict[str, float] = {}  # open workflow scopes
-        self._shapes: dict[tuple[Any, ...], bytes | None] = {}  # span line templates
         self._otel = _Otel.create(
             self, self.session_start, span_processors, metric_readers, resource
         )
@@ -145,7 +143,7 @@ class SpanBuilder:
     def _span_hex(self, key: str) -> str:
         found = self._ids.get(key)
         if found is None:
-            found = self._ids[key] = hex(random.getrandbits(64) or 1)
+            found = self._ids[key] = self.new_id()
         return found
 
     def _span_id(self, key: str) -> int:
@@ -204,10 +202,6 @@ class SpanBuilder:
             if self._otel:
                 event = TaskEvent.from_record(record, self.default_backend)
                 self._otel.finish(event, parent, start)
-            elif kind is EventKind.COMPLETED and desc.kind is TaskKind.FUNCTION:
-                shaped = self._shaped_line(desc, parent, start, when)
-                if shaped is not None:
-                    return shaped
             name = "block" if desc.kind is TaskKind.BLOCK else "task"
             attrs = self._task_attributes(desc, kind, uid, info)
             return self._line(uid, name, parent, start, when, _CODES[kind], attrs)
@@ -235,39 +229,37 @@ class SpanBuilder:
             attrs["error_type"] = type(info).__name__
         return attrs
 
-    def _shaped_line(
-        self, desc: TaskDescription, parent: str, start: float, end: float
-    ) -> bytes | None:
-        """A completed function task's span line from a template of its shape.
+    @property
+    def tracing(self) -> bool:
+        """True when OpenTelemetry spans are built (then every record must pass :meth:`add`)."""
+        return self._otel is not None
 
-        The general path's line byte for byte, with the span's ids, times and task id
-        formatted in; None when no template fits (then the general path makes it).
+    @staticmethod
+    def new_id() -> str:
+        """A fresh span id, as RHAPSODY writes them (``hex()``)."""
+        return hex(random.getrandbits(64) or 1)
+
+    def parent_id(self, desc: TaskDescription) -> str:
+        """The span id of the span a task's span nests in, now."""
+        return self._span_hex(self._parent(desc))
+
+    def adopt(self, uid: str, span: str, start: float) -> None:
+        """Take over a task whose span so far was kept elsewhere (its id and start)."""
+        self._ids[uid] = span
+        self._starts[uid] = start
+
+    def task_template(self, desc: TaskDescription) -> bytes | None:
+        """A template of the span line of a completed task like ``desc``.
+
+        The general path's line with holes (see :func:`~plait.telemetry.jsonl.template`):
+        span id, parent span id, start and end in ns, start and end in s, duration in
+        ms, task id. None when it cannot be made.
         """
-        key = (desc.name, desc.command, desc.workflow_id, desc.options.backend)
-        if key in self._shapes:
-            shape = self._shapes[key]
-        else:
-            if len(self._shapes) >= _MAX_SHAPES:
-                self._shapes.clear()
-            attrs = self._task_attributes(desc, EventKind.COMPLETED, hole(7), None)
-            record = self._record("task", hole(0), hole(1), 0, 0, 0.0, 0.0, "OK", attrs)
-            record.update(start_ns=hole(2), end_ns=hole(3), start_time_s=hole(4))
-            record.update(end_time_s=hole(5), duration_ms=hole(6))
-            shape = self._shapes[key] = template(record, "ttddvvvv")
-        if shape is None:
-            return None
-        span = self._ids.pop(desc.uid, None) or self._span_hex(desc.uid)
-        start_ns, end_ns = _ns(start), _ns(end)
-        return shape % (
-            span.encode(),
-            self._span_hex(parent).encode(),
-            start_ns,
-            end_ns,
-            number(start),
-            number(end),
-            number(round((end_ns - start_ns) / 1e6, 3)),
-            value(desc.uid),
-        )
+        attrs = self._task_attributes(desc, EventKind.COMPLETED, hole(7), None)
+        record = self._record("task", hole(0), hole(1), 0, 0, 0.0, 0.0, "OK", attrs)
+        record.update(start_ns=hole(2), end_ns=hole(3), start_time_s=hole(4))
+        record.update(end_time_s=hole(5), duration_ms=hole(6))
+        return template(record, "ttddvvvv")
 
     def _line(
         self,

@@ -2,30 +2,36 @@
 
 The telemetry manager keeps records flat — a record's four items one after another in
 one list (see :mod:`plait.telemetry.manager`) — and hands each flush's list to its
-writer thread, which calls :func:`encode` and then :meth:`Tally.add`.
+writer thread, which calls :meth:`LineEncoder.encode` and then :meth:`Tally.add`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from itertools import compress
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from plait.task import TaskKind
 from plait.telemetry.events import EventKind, Record
+from plait.telemetry.jsonl import number, value
+from plait.telemetry.schema import EVENT_IDS, STEP_TYPES, TaskTemplates
 
 if TYPE_CHECKING:
+    from plait.task import TaskDescription
     from plait.telemetry.schema import RhapsodyView
     from plait.telemetry.spans import SpanBuilder
 
-__all__ = ["RECORD_SIZE", "Tally", "encode", "records_of"]
+__all__ = ["RECORD_SIZE", "LineEncoder", "Tally", "records_of"]
 
 WRITE_CHUNK = 1_000
 _ENDED = frozenset({EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED})
-_QUIET_STEPS = frozenset({EventKind.RESOLVED, EventKind.QUEUED, EventKind.SUBMITTED})
-"""Steps that open or close no span and start no clock: only their line is written."""
-_UNCOUNTED = frozenset({EventKind.CREATED, EventKind.RESOLVED, EventKind.QUEUED})
-"""Task steps the tally passes over (it counts submissions, starts, ends and retries)."""
+_STEPS = frozenset(STEP_TYPES)
+"""A task's middle steps: resolved, queued, submitted, started."""
+_MAX_SHAPES = 4096
+"""Shapes kept at most; past that the cache starts again (most runs have a handful)."""
+_TIMED = frozenset({EventKind.STARTED, EventKind.RETRIED, EventKind.RESOURCE} | _ENDED)
+"""What the tally's loop sees: a task's clock starts or stops, a resource sample."""
 RECORD_SIZE = 4  # a Record's items, each a slot of the flat list
 
 
@@ -35,38 +41,159 @@ def records_of(flat: list[Any]) -> Iterator[Record]:
     return zip(items, items, items, items, strict=True)
 
 
-def encode(records: list[Any], encoder: RhapsodyView, spans: SpanBuilder) -> Iterator[bytes]:
-    """The lines of a flat list of records, a chunk of ``WRITE_CHUNK`` records at a time.
+class LineEncoder:
+    """Turns flushes' records, in order, into the checkpoint's lines (events and spans).
 
-    Chunks, so that the memory of one chunk's lines is reused by the next instead of a
-    whole flush's being held at once. A chunk's events share their ``emit_time``.
+    Most tasks of a big run are function tasks whose lives run straight from created
+    to completed. Their lines are formatted from the templates of their shape (see
+    :class:`~plait.telemetry.schema.TaskTemplates`), and all that is kept of such a
+    task between its lines is its shape, its span id, when it was created and when
+    it started. Anything else —
+    other kinds, failures, retries, blocks, OpenTelemetry on — takes the general path
+    (:meth:`RhapsodyView.line <plait.telemetry.schema.RhapsodyView.line>` and
+    :meth:`SpanBuilder.add <plait.telemetry.spans.SpanBuilder.add>`); a live task that
+    leaves the straight path is handed over to it with what it has so far.
+
+    Args:
+        events: the general path's event lines.
+        spans: the general path's span lines, and the span ids.
     """
-    line, span_of, span, trace = encoder.line, spans.span_of, spans.add, spans.trace_hex
-    step = encoder.step_line
-    chunk = WRITE_CHUNK * RECORD_SIZE
-    for start in range(0, len(records), chunk):
-        lines = []
-        encoder.emit_time = time.time()
-        for record in records_of(records[start : start + chunk]):
-            kind = record[0]
-            if kind in _QUIET_STEPS:  # most lines: nothing for the spans to do
-                encoded = step(record)
+
+    def __init__(self, events: RhapsodyView, spans: SpanBuilder) -> None:
+        self._events = events
+        self._spans = spans
+        # A live task's shape, span id (encoded), creation and start. Four dicts of
+        # plain values rather than one list per task: a million tasks can be live at
+        # once, and lists would be a million more objects for the collector to walk.
+        self._live: dict[str, _Shape] = {}
+        self._span_ids: dict[str, bytes] = {}
+        self._created: dict[str, float] = {}
+        self._started: dict[str, float] = {}
+        self._shapes: dict[tuple[Any, ...], _Shape | None] = {}
+
+    def encode(self, records: list[Any]) -> Iterator[bytes]:
+        """The lines of a flat list of records, a chunk of ``WRITE_CHUNK`` records at a time.
+
+        Chunks, so that the memory of one chunk's lines is reused by the next instead
+        of a whole flush's being held at once. A chunk's events share their
+        ``emit_time``.
+        """
+        events, spans, live, span_ids = self._events, self._spans, self._live, self._span_ids
+        created, started = self._created, self._started
+        line, step_line, span_of, add = events.line, events.step_line, spans.span_of, spans.add
+        trace, shape_of, ids, step_types = spans.trace_hex, self._shape, EVENT_IDS, STEP_TYPES
+        templated = not spans.tracing  # OpenTelemetry sees every record through add()
+        chunk = WRITE_CHUNK * RECORD_SIZE
+        for begin in range(0, len(records), chunk):
+            lines: list[bytes] = []
+            append = lines.append
+            events.emit_time = now = time.time()
+            emit = number(now)
+            for record in records_of(records[begin : begin + chunk]):
+                kind, when = record[0], record[2]
+                desc: Any = record[1]  # a task's description for every task kind below
+                if kind in _STEPS:  # a task's middle step
+                    uid = desc.uid
+                    shape = live.get(uid)
+                    if shape is not None:
+                        step = step_types[kind]
+                        when_json, span = number(when), span_ids[uid]
+                        append(
+                            shape.events.step
+                            % (next(ids), step, step, when_json, emit, value(uid), span)
+                        )
+                        if kind is EventKind.STARTED:
+                            started[uid] = when
+                        continue
+                    if kind is not EventKind.STARTED:
+                        encoded = step_line(record)
+                        if encoded is not None:  # nothing for the spans to do
+                            append(encoded)
+                            continue
+                elif kind is EventKind.CREATED:
+                    if templated and desc.kind is TaskKind.FUNCTION:
+                        shape = shape_of(desc)
+                        if shape is not None:
+                            uid = desc.uid
+                            live[uid] = shape
+                            span = span_ids[uid] = spans.new_id().encode()
+                            created[uid] = when
+                            depends_on = value(desc.depends_on)
+                            args = (next(ids), number(when), emit, value(uid), depends_on, span)
+                            append(shape.events.created % args)
+                            continue
+                elif kind is EventKind.COMPLETED:
+                    shape = live.pop(desc.uid, None)
+                    if shape is not None:
+                        start = started.get(desc.uid)
+                        if start is not None and shape.events.completed and not desc.extra:
+                            append(self._completed(shape, desc, start, when, emit))
+                            continue
+                        self._hand_over(desc.uid, shape)
+                elif live and not isinstance(desc, str):  # failed, retried, ...: the general path
+                    shape = live.pop(desc.uid, None)
+                    if shape is not None:
+                        self._hand_over(desc.uid, shape)
+                encoded = line(record, trace, span_of(record))
                 if encoded is not None:
-                    lines.append(encoded)
-                    continue
-            elif kind is EventKind.STARTED:  # its span is known: only its start is new
-                encoded = step(record)
-                if encoded is not None:
-                    lines.append(encoded)
-                    span(record)
-                    continue
-            encoded = line(record, trace, span_of(record))
-            if encoded is not None:
-                lines.append(encoded)
-            finished = span(record)
-            if finished is not None:
-                lines.append(finished)
-        yield b"".join(lines)
+                    append(encoded)
+                finished = add(record)
+                if finished is not None:
+                    append(finished)
+            yield b"".join(lines)
+
+    def _completed(
+        self, shape: _Shape, desc: TaskDescription, started: float, when: float, emit: bytes
+    ) -> bytes:
+        """A live task's ``TaskCompleted`` line and its span's line; the task is let go."""
+        uid = desc.uid
+        del self._started[uid], self._created[uid]
+        span, encoded_uid = self._span_ids.pop(uid), value(uid)
+        event = shape.events.completed % (  # type: ignore[operator]  # checked by the caller
+            next(EVENT_IDS), number(when), emit, encoded_uid, number(when - started), span
+        )  # fmt: skip
+        start_ns, end_ns = int(started * 1e9), int(when * 1e9)
+        parent = self._spans.parent_id(desc).encode()
+        duration_ms = number(round((end_ns - start_ns) / 1e6, 3))
+        finished = shape.span % (
+            span, parent, start_ns, end_ns, number(started), number(when), duration_ms, encoded_uid
+        )  # fmt: skip
+        return event + finished
+
+    def _hand_over(self, uid: str, shape: _Shape) -> None:
+        """Give a live task to the general path: its span, its start, its lines' constant part."""
+        span, created = self._span_ids.pop(uid), self._created.pop(uid)
+        started = self._started.pop(uid, None)
+        self._events.adopt(uid, shape.events.constant % (value(uid), span), started)
+        self._spans.adopt(uid, span.decode(), created if started is None else started)
+
+    def _shape(self, desc: TaskDescription) -> _Shape | None:
+        """The templates of function tasks like ``desc``: made once per shape."""
+        key = (desc.func, desc.name, desc.workflow_id, desc.parent, desc.options.backend)
+        try:
+            return self._shapes[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable callable: its tasks take the general path
+            return None
+        if len(self._shapes) >= _MAX_SHAPES:
+            self._shapes.clear()
+        shape = None
+        if desc.command is None:
+            events = self._events.templates(desc, self._spans.trace_hex)
+            span = self._spans.task_template(desc)
+            if events is not None and span is not None:
+                shape = _Shape(events, span)
+        self._shapes[key] = shape
+        return shape
+
+
+class _Shape(NamedTuple):
+    """The templates of the lines of one shape of function task (function, name,
+    workflow, parent block, backend): its events' and its span's."""
+
+    events: TaskTemplates
+    span: bytes
 
 
 class Tally:
@@ -84,20 +211,21 @@ class Tally:
         self.longest = 0.0
         self.last_resource: dict[str, dict[str, Any]] = {}
 
-    def add(self, records: Iterable[Record]) -> None:
+    def add(self, flat: list[Any]) -> None:
+        """Count a flat list of records (see :func:`records_of`), in order."""
+        kinds = flat[0::RECORD_SIZE]
         counts, starts = self.counts, self._starts
-        for kind, desc, when, info in records:
-            if kind in _UNCOUNTED:
-                continue
+        # Blocks are never submitted (they run on no backend): submissions are counted
+        # at C speed, and the loop sees only the records that start or end a clock.
+        counts["submitted"] += kinds.count(EventKind.SUBMITTED)
+        for kind, desc, when, info in compress(records_of(flat), map(_TIMED.__contains__, kinds)):
             if isinstance(desc, str):
                 if kind is EventKind.RESOURCE and info.get("gpu_id") is None:
                     self.last_resource[desc] = info
                 continue
             if desc.kind is TaskKind.BLOCK:
                 continue
-            if kind is EventKind.SUBMITTED:
-                counts["submitted"] += 1
-            elif kind is EventKind.STARTED:
+            if kind is EventKind.STARTED:
                 counts["started"] += 1
                 starts[desc.uid] = when
             elif kind in _ENDED:
