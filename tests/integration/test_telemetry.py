@@ -333,5 +333,37 @@ async def test_function_task_lines_from_templates_equal_the_general_ones(tmp_pat
     assert len(encoder._shapes) >= 3  # templates were used...
     assert any(b'"name":"block"' in x for x in fast) and any(b"TaskFailed" in x for x in fast)
     assert any(b"plait.TaskRetried" in x for x in fast)
-    assert not (encoder._live or encoder._span_ids or encoder._created or encoder._started)
+    assert not (encoder._live or encoder._clock)
     assert not encoder._events._fragments and not encoder._events._starts
+
+
+async def test_every_span_has_its_own_id_and_its_events_name_it(tmp_path):
+    # A task's span id is worked out from its uid; a scope's is drawn, so that a scope
+    # id used twice still gives two spans two ids.
+    flow = await WorkflowEngine.create(work_dir=str(tmp_path), handle_signals=False)
+    path = tmp_path / "run.jsonl"
+    await flow.start_telemetry(checkpoint_path=str(path))
+
+    @flow.function_task
+    async def work(i):
+        return i
+
+    @flow.block
+    async def group(i):
+        return await work(i)
+
+    for _ in range(2):
+        async with flow.workflow_scope("same-id"):
+            await asyncio.gather(*[work(i) for i in range(50)], group(1))
+    await flow.shutdown()
+    lines = read_jsonl(path)
+    spans = [x for x in lines if x["section"] == "span"]
+    assert len(spans) == 2 * (50 + 2) + 2 + 1  # tasks, blocks' tasks and blocks, scopes, session
+    ids = [s["span_id"] for s in spans]
+    assert len(set(ids)) == len(ids) and all(int(i, 16) > 0 for i in ids)
+    by_task = {s["attributes"].get("task_id"): s["span_id"] for s in spans}
+    for event in lines:
+        if event["section"] == "event" and event["task_id"]:
+            assert event["span_id"] == by_task[event["task_id"]]
+    scopes = [s for s in spans if s["name"] == "workflow"]
+    assert len({s["span_id"] for s in scopes}) == 2

@@ -64,7 +64,7 @@ def fragment(obj: dict[str, Any]) -> bytes:
 
 
 _HOLE = "\x00plait.hole.%d\x00"
-_FILLS = {"v": b"%s", "t": b'"%s"', "d": b"%d"}
+_FILLS = {"v": b"%s", "t": b'"%s"', "d": b"%d", "x": b'"0x%x"'}
 
 
 def hole(index: int) -> str:
@@ -77,7 +77,8 @@ def template(obj: dict[str, Any], kinds: str) -> bytes | None:
 
     ``obj`` holds ``hole(0)``, ``hole(1)``... in that order; ``kinds[i]`` says what the
     i-th becomes: ``v`` a ``%s`` for a JSON value given encoded (:func:`value`), ``t``
-    a ``"%s"`` for text that needs no escaping (a hex id), ``d`` a ``%d`` for an int.
+    a ``"%s"`` for text that needs no escaping, ``d`` a ``%d`` for an int, ``x`` a
+    ``"0x%x"`` for an int written as ``hex()`` writes it (a span id).
     Every other ``%`` is doubled, so ``template(obj, kinds) % args`` is the line of
     ``obj`` with the values in place.
 

@@ -494,9 +494,9 @@ class RhapsodyView:
         completed["attributes"] = final_attributes(static, desc, EventKind.COMPLETED, None)
         completed["duration_seconds"] = hole(4)
         made = [
-            template(_as_line(created, trace_id, hole(5)), "tvvvvt"),
-            template(constant, "vt"),
-            None if desc.extra else template(_as_line(completed, trace_id, hole(5)), "tvvvvt"),
+            template(_as_line(created, trace_id, hole(5)), "tvvvvx"),
+            template(constant, "vx"),
+            None if desc.extra else template(_as_line(completed, trace_id, hole(5)), "tvvvvx"),
         ]
         if made[0] is None or made[1] is None:
             return None

@@ -48,6 +48,7 @@ _STATUS = {
 }
 _KIND_NAMES = {kind: kind.value for kind in TaskKind}
 _CODES = {EventKind.COMPLETED: "OK", EventKind.FAILED: "ERROR", EventKind.CANCELLED: "UNSET"}
+SPAN_MASK = (1 << 64) - 1
 
 
 def _ns(seconds: float) -> int:
@@ -124,8 +125,12 @@ class SpanBuilder:
         self.session_start = time.time()
         self.trace_id = random.getrandbits(128) or 1
         self._trace_hex = hex(self.trace_id)
-        self._ids: dict[str, str] = {}  # span key (task uid, scope id) -> span id (hex)
+        # A task's span id is worked out from its uid (see task_span): nothing is kept
+        # per task. Workflow scopes (whose ids may repeat) and the session draw theirs.
+        self.salt = random.getrandbits(64)
+        self._ids: dict[str, str] = {}  # open scope (and session) -> span id (hex)
         self._session_hex = self._span_hex(session_uid)
+        self._session_span = int(self._session_hex, 16)
         self._starts: dict[str, float] = {}  # task uid -> when its span starts
         self._scopes: dict[str, float] = {}  # open workflow scopes
         self._otel = _Otel.create(
@@ -140,14 +145,27 @@ class SpanBuilder:
     def meter_provider(self) -> Any:
         return self._otel.meter_provider if self._otel else None
 
+    def task_span(self, uid: str) -> int:
+        """The span id of a task or block: its uid's hash, mixed with this session's salt.
+
+        The same for every event of the task, so nothing need be kept to find it, and
+        as unlikely to collide as 64 random bits (a task uid is unique in its engine).
+        """
+        return (hash(uid) ^ self.salt) & SPAN_MASK or 1
+
     def _span_hex(self, key: str) -> str:
+        """The span id of a scope or the session: drawn when first asked for."""
         found = self._ids.get(key)
         if found is None:
-            found = self._ids[key] = self.new_id()
+            found = self._ids[key] = hex(random.getrandbits(64) or 1)
         return found
 
+    def _hex(self, key: str) -> str:
+        """The span id of a key a span may nest in: an open scope, the session or a block."""
+        return self._ids.get(key) or hex(self.task_span(key))
+
     def _span_id(self, key: str) -> int:
-        return int(self._span_hex(key), 16)
+        return int(self._hex(key), 16)
 
     @property
     def trace_hex(self) -> str:
@@ -162,7 +180,7 @@ class SpanBuilder:
         """
         kind, desc, _, _ = record
         if not isinstance(desc, str):
-            return self._span_hex(desc.uid)
+            return hex(self.task_span(desc.uid))
         if kind is EventKind.SCOPE_STARTED or kind is EventKind.SCOPE_FINISHED:
             return self._span_hex(desc)
         return self._session_hex
@@ -179,6 +197,7 @@ class SpanBuilder:
         kind, desc, when, info = record
         if isinstance(desc, str):
             if kind is EventKind.SCOPE_STARTED:
+                self._span_hex(desc)  # its id, drawn now if span_of did not
                 self._scopes[desc] = when
                 if self._otel:
                     self._otel.open(desc, f"workflow {desc}", self.session_uid, when)
@@ -234,18 +253,13 @@ class SpanBuilder:
         """True when OpenTelemetry spans are built (then every record must pass :meth:`add`)."""
         return self._otel is not None
 
-    @staticmethod
-    def new_id() -> str:
-        """A fresh span id, as RHAPSODY writes them (``hex()``)."""
-        return hex(random.getrandbits(64) or 1)
-
-    def parent_id(self, desc: TaskDescription) -> str:
+    def parent_span(self, desc: TaskDescription) -> int:
         """The span id of the span a task's span nests in, now."""
-        return self._span_hex(self._parent(desc))
+        parent = self._parent(desc)
+        return self._session_span if parent is self.session_uid else int(self._hex(parent), 16)
 
-    def adopt(self, uid: str, span: str, start: float) -> None:
-        """Take over a task whose span so far was kept elsewhere (its id and start)."""
-        self._ids[uid] = span
+    def adopt(self, uid: str, start: float) -> None:
+        """Take over a task whose span was followed elsewhere so far: when it starts."""
         self._starts[uid] = start
 
     def task_template(self, desc: TaskDescription) -> bytes | None:
@@ -259,7 +273,7 @@ class SpanBuilder:
         record = self._record("task", hole(0), hole(1), 0, 0, 0.0, 0.0, "OK", attrs)
         record.update(start_ns=hole(2), end_ns=hole(3), start_time_s=hole(4))
         record.update(end_time_s=hole(5), duration_ms=hole(6))
-        return template(record, "ttddvvvv")
+        return template(record, "xxddvvvv")
 
     def _line(
         self,
@@ -272,9 +286,9 @@ class SpanBuilder:
         attributes: dict[str, Any],
     ) -> bytes:
         """A finished span as RHAPSODY writes it (``section: span``)."""
-        span = self._ids.pop(key, None) or self._span_hex(key)
+        span = self._ids.pop(key, None) or hex(self.task_span(key))
         start_ns, end_ns = _ns(start), _ns(end)
-        parent_hex = self._span_hex(parent) if parent is not None else None
+        parent_hex = self._hex(parent) if parent is not None else None
         return line(
             self._record(
                 name, span, parent_hex, start_ns, end_ns, start, end, status_code, attributes

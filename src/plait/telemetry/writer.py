@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from itertools import compress
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from plait.task import TaskKind
 from plait.telemetry.events import EventKind, Record
 from plait.telemetry.jsonl import number, value
 from plait.telemetry.schema import EVENT_IDS, STEP_TYPES, TaskTemplates
+from plait.telemetry.spans import SPAN_MASK
 
 if TYPE_CHECKING:
     from plait.task import TaskDescription
@@ -47,8 +48,8 @@ class LineEncoder:
     Most tasks of a big run are function tasks whose lives run straight from created
     to completed. Their lines are formatted from the templates of their shape (see
     :class:`~plait.telemetry.schema.TaskTemplates`), and all that is kept of such a
-    task between its lines is its shape, its span id, when it was created and when
-    it started. Anything else —
+    task between its lines is its shape and when it was created or started. Anything
+    else —
     other kinds, failures, retries, blocks, OpenTelemetry on — takes the general path
     (:meth:`RhapsodyView.line <plait.telemetry.schema.RhapsodyView.line>` and
     :meth:`SpanBuilder.add <plait.telemetry.spans.SpanBuilder.add>`); a live task that
@@ -62,13 +63,12 @@ class LineEncoder:
     def __init__(self, events: RhapsodyView, spans: SpanBuilder) -> None:
         self._events = events
         self._spans = spans
-        # A live task's shape, span id (encoded), creation and start. Four dicts of
-        # plain values rather than one list per task: a million tasks can be live at
-        # once, and lists would be a million more objects for the collector to walk.
+        # A live task: its shape (its running twin once it started) and when it was
+        # created (when it started, once it did). Its span id is worked out from its
+        # uid. Plain values in two dicts, not an object per task: a million tasks can be
+        # live at once, and the collector would walk a million more objects.
         self._live: dict[str, _Shape] = {}
-        self._span_ids: dict[str, bytes] = {}
-        self._created: dict[str, float] = {}
-        self._started: dict[str, float] = {}
+        self._clock: dict[str, float] = {}
         self._shapes: dict[tuple[Any, ...], _Shape | None] = {}
 
     def encode(self, records: list[Any]) -> Iterator[bytes]:
@@ -78,10 +78,10 @@ class LineEncoder:
         of a whole flush's being held at once. A chunk's events share their
         ``emit_time``.
         """
-        events, spans, live, span_ids = self._events, self._spans, self._live, self._span_ids
-        created, started = self._created, self._started
+        events, spans, live, clock = self._events, self._spans, self._live, self._clock
         line, step_line, span_of, add = events.line, events.step_line, spans.span_of, spans.add
-        trace, shape_of, ids, step_types = spans.trace_hex, self._shape, EVENT_IDS, STEP_TYPES
+        trace, shape_of, salt = spans.trace_hex, self._shape, spans.salt
+        ids, step_types = EVENT_IDS, STEP_TYPES
         templated = not spans.tracing  # OpenTelemetry sees every record through add()
         chunk = WRITE_CHUNK * RECORD_SIZE
         for begin in range(0, len(records), chunk):
@@ -97,13 +97,18 @@ class LineEncoder:
                     shape = live.get(uid)
                     if shape is not None:
                         step = step_types[kind]
-                        when_json, span = number(when), span_ids[uid]
-                        append(
-                            shape.events.step
-                            % (next(ids), step, step, when_json, emit, value(uid), span)
+                        holes = (
+                            next(ids),
+                            step,
+                            step,
+                            number(when),
+                            emit,
+                            value(uid),
+                            (hash(uid) ^ salt) & SPAN_MASK or 1,  # spans.task_span(uid), inline
                         )
+                        append(shape.events.step % holes)
                         if kind is EventKind.STARTED:
-                            started[uid] = when
+                            live[uid], clock[uid] = shape.running, when
                         continue
                     if kind is not EventKind.STARTED:
                         encoded = step_line(record)
@@ -115,19 +120,23 @@ class LineEncoder:
                         shape = shape_of(desc)
                         if shape is not None:
                             uid = desc.uid
-                            live[uid] = shape
-                            span = span_ids[uid] = spans.new_id().encode()
-                            created[uid] = when
-                            depends_on = value(desc.depends_on)
-                            args = (next(ids), number(when), emit, value(uid), depends_on, span)
-                            append(shape.events.created % args)
+                            live[uid], clock[uid] = shape, when
+                            when_json, depends_on = number(when), value(desc.depends_on)
+                            first = (
+                                next(ids),
+                                when_json,
+                                emit,
+                                value(uid),
+                                depends_on,
+                                (hash(uid) ^ salt) & SPAN_MASK or 1,  # spans.task_span(uid), inline
+                            )
+                            append(shape.events.created % first)
                             continue
                 elif kind is EventKind.COMPLETED:
                     shape = live.pop(desc.uid, None)
                     if shape is not None:
-                        start = started.get(desc.uid)
-                        if start is not None and shape.events.completed and not desc.extra:
-                            append(self._completed(shape, desc, start, when, emit))
+                        if shape.started and shape.events.completed and not desc.extra:
+                            append(self._completed(shape, desc, when, emit))
                             continue
                         self._hand_over(desc.uid, shape)
                 elif live and not isinstance(desc, str):  # failed, retried, ...: the general path
@@ -142,18 +151,15 @@ class LineEncoder:
                     append(finished)
             yield b"".join(lines)
 
-    def _completed(
-        self, shape: _Shape, desc: TaskDescription, started: float, when: float, emit: bytes
-    ) -> bytes:
-        """A live task's ``TaskCompleted`` line and its span's line; the task is let go."""
+    def _completed(self, shape: _Shape, desc: TaskDescription, when: float, emit: bytes) -> bytes:
+        """A started live task's ``TaskCompleted`` line and its span's line; it is let go."""
         uid = desc.uid
-        del self._started[uid], self._created[uid]
-        span, encoded_uid = self._span_ids.pop(uid), value(uid)
+        started, encoded_uid, span = self._clock.pop(uid), value(uid), self._spans.task_span(uid)
         event = shape.events.completed % (  # type: ignore[operator]  # checked by the caller
             next(EVENT_IDS), number(when), emit, encoded_uid, number(when - started), span
         )  # fmt: skip
         start_ns, end_ns = int(started * 1e9), int(when * 1e9)
-        parent = self._spans.parent_id(desc).encode()
+        parent = self._spans.parent_span(desc)
         duration_ms = number(round((end_ns - start_ns) / 1e6, 3))
         finished = shape.span % (
             span, parent, start_ns, end_ns, number(started), number(when), duration_ms, encoded_uid
@@ -161,11 +167,11 @@ class LineEncoder:
         return event + finished
 
     def _hand_over(self, uid: str, shape: _Shape) -> None:
-        """Give a live task to the general path: its span, its start, its lines' constant part."""
-        span, created = self._span_ids.pop(uid), self._created.pop(uid)
-        started = self._started.pop(uid, None)
-        self._events.adopt(uid, shape.events.constant % (value(uid), span), started)
-        self._spans.adopt(uid, span.decode(), created if started is None else started)
+        """Give a live task to the general path: its start and its lines' constant part."""
+        clock = self._clock.pop(uid)  # when it started, or else when it was created
+        constant = shape.events.constant % (value(uid), self._spans.task_span(uid))
+        self._events.adopt(uid, constant, clock if shape.started else None)
+        self._spans.adopt(uid, clock)
 
     def _shape(self, desc: TaskDescription) -> _Shape | None:
         """The templates of function tasks like ``desc``: made once per shape."""
@@ -183,17 +189,26 @@ class LineEncoder:
             events = self._events.templates(desc, self._spans.trace_hex)
             span = self._spans.task_template(desc)
             if events is not None and span is not None:
-                shape = _Shape(events, span)
+                shape = _Shape(events, span, started=False)
         self._shapes[key] = shape
         return shape
 
 
-class _Shape(NamedTuple):
+class _Shape:
     """The templates of the lines of one shape of function task (function, name,
-    workflow, parent block, backend): its events' and its span's."""
+    workflow, parent block, backend): its events' and its span's.
 
-    events: TaskTemplates
-    span: bytes
+    A shape has a twin, ``running``, with the same templates and ``started`` true: a
+    live task holds the twin once it has started, which is all that marks it so.
+    """
+
+    __slots__ = ("events", "running", "span", "started")
+
+    def __init__(self, events: TaskTemplates, span: bytes, *, started: bool) -> None:
+        self.events = events
+        self.span = span
+        self.started = started
+        self.running = self if started else _Shape(events, span, started=True)
 
 
 class Tally:
