@@ -367,3 +367,33 @@ async def test_every_span_has_its_own_id_and_its_events_name_it(tmp_path):
             assert event["span_id"] == by_task[event["task_id"]]
     scopes = [s for s in spans if s["name"] == "workflow"]
     assert len({s["span_id"] for s in scopes}) == 2
+
+
+async def test_summary_counts_every_task_while_flushes_are_being_written(tmp_path):
+    # Records move from the buffer to a flush's batch, then into the tally once
+    # written; summary() must count each exactly once whichever stage it is in.
+    flow = await WorkflowEngine.create(work_dir=str(tmp_path), handle_signals=False)
+    manager = await flow.start_telemetry(checkpoint_path=str(tmp_path / "run.jsonl"))
+
+    @flow.function_task
+    async def noop():
+        return None
+
+    n = 5_000
+    await asyncio.gather(*[noop() for _ in range(n)])
+    first = asyncio.create_task(manager.flush())
+    await asyncio.sleep(0)  # its batch is handed to the writer, which needs ~50 ms
+    assert manager._writing and not manager._records
+    writing = manager.summary()
+    await asyncio.gather(*[noop() for _ in range(n)])  # more in the buffer
+    buffered = manager.summary()
+    await first
+    await flow.shutdown()
+    after = manager.summary()
+
+    def tasks(count):
+        return {"submitted": count, "completed": count, "failed": 0, "canceled": 0, "running": 0}
+
+    assert writing["tasks"] == tasks(n)
+    assert buffered["tasks"] == after["tasks"] == tasks(2 * n)
+    assert after["duration"]["max_seconds"] >= after["duration"]["min_seconds"] > 0

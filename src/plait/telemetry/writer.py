@@ -26,7 +26,12 @@ if TYPE_CHECKING:
 __all__ = ["RECORD_SIZE", "LineEncoder", "Tally", "records_of"]
 
 WRITE_CHUNK = 1_000
-_ENDED = frozenset({EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED})
+_ENDED_NAMES = {
+    EventKind.COMPLETED: "completed",
+    EventKind.FAILED: "failed",
+    EventKind.CANCELLED: "canceled",
+}
+_ENDED = frozenset(_ENDED_NAMES)
 _STEPS = frozenset(STEP_TYPES)
 """A task's middle steps: resolved, queued, submitted, started."""
 _MAX_SHAPES = 4096
@@ -233,28 +238,33 @@ class Tally:
         # Blocks are never submitted (they run on no backend): submissions are counted
         # at C speed, and the loop sees only the records that start or end a clock.
         counts["submitted"] += kinds.count(EventKind.SUBMITTED)
+        started = timed = 0
+        total, shortest, longest = self.total, self.shortest, self.longest
         for kind, desc, when, info in compress(records_of(flat), map(_TIMED.__contains__, kinds)):
             if isinstance(desc, str):
                 if kind is EventKind.RESOURCE and info.get("gpu_id") is None:
                     self.last_resource[desc] = info
-                continue
-            if desc.kind is TaskKind.BLOCK:
-                continue
-            if kind is EventKind.STARTED:
-                counts["started"] += 1
+            elif desc.kind is TaskKind.BLOCK:
+                pass
+            elif kind is EventKind.STARTED:
+                started += 1
                 starts[desc.uid] = when
-            elif kind in _ENDED:
-                name = "canceled" if kind is EventKind.CANCELLED else kind.value
-                counts[name] += 1
-                started = starts.pop(desc.uid, None)
-                if started is not None:
-                    took = when - started
-                    self.timed += 1
-                    self.total += took
-                    self.shortest = min(self.shortest, took)
-                    self.longest = max(self.longest, took)
             elif kind is EventKind.RETRIED:
                 starts.pop(desc.uid, None)
+            else:
+                counts[_ENDED_NAMES[kind]] += 1
+                start = starts.pop(desc.uid, None)
+                if start is not None:
+                    took = when - start
+                    timed += 1
+                    total += took
+                    if took < shortest:
+                        shortest = took
+                    if took > longest:
+                        longest = took
+        counts["started"] += started
+        self.timed += timed
+        self.total, self.shortest, self.longest = total, shortest, longest
 
     def copy(self) -> Tally:
         other = Tally()
