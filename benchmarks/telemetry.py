@@ -15,6 +15,7 @@ spans), so that deferred work is not hidden.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import statistics
@@ -36,15 +37,21 @@ async def _once(mode: str, workload: str, n: int) -> tuple[float, float]:
     import workloads as w
 
     run = w.w1_engine if workload == "W1" else w.w3_engine
+    with contextlib.ExitStack() as stack:  # the checkpoint is removed once measured
+        return await _measure(w, run, mode, n, stack)
+
+
+async def _measure(
+    w: Any, run: Any, mode: str, n: int, stack: contextlib.ExitStack
+) -> tuple[float, float]:
     flow = await w.make_engine("plait")
     manager = None
     if mode == "subscriber":
         seen: list[Any] = []
         flow.subscribe(seen.append)
     elif mode == "jsonl":
-        manager = await flow.start_telemetry(
-            checkpoint_path=tempfile.mkdtemp(prefix="plait-bench-"), checkpoint_interval=60
-        )
+        checkpoints = stack.enter_context(tempfile.TemporaryDirectory(prefix="plait-bench-"))
+        manager = await flow.start_telemetry(checkpoint_path=checkpoints, checkpoint_interval=60)
     elif mode == "otel":
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
