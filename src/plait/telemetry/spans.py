@@ -130,7 +130,7 @@ class SpanBuilder:
         self.salt = random.getrandbits(64)
         self._ids: dict[str, str] = {}  # open scope (and session) -> span id (hex)
         self._session_hex = self._span_hex(session_uid)
-        self._session_span = int(self._session_hex, 16)
+        self.session_span = int(self._session_hex, 16)
         self._starts: dict[str, float] = {}  # task uid -> when its span starts
         self._scopes: dict[str, float] = {}  # open workflow scopes
         self._otel = _Otel.create(
@@ -256,7 +256,7 @@ class SpanBuilder:
     def parent_span(self, desc: TaskDescription) -> int:
         """The span id of the span a task's span nests in, now."""
         parent = self._parent(desc)
-        return self._session_span if parent is self.session_uid else int(self._hex(parent), 16)
+        return self.session_span if parent is self.session_uid else int(self._hex(parent), 16)
 
     def adopt(self, uid: str, start: float) -> None:
         """Take over a task whose span was followed elsewhere so far: when it starts."""

@@ -8,7 +8,7 @@ writer thread, which calls :meth:`LineEncoder.encode` and then :meth:`Tally.add`
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import compress
 from typing import TYPE_CHECKING, Any
 
@@ -94,9 +94,8 @@ class LineEncoder:
             append = lines.append
             events.emit_time = now = time.time()
             emit = number(now)
-            for record in records_of(records[begin : begin + chunk]):
-                kind, when = record[0], record[2]
-                desc: Any = record[1]  # a task's description for every task kind below
+            desc: Any  # a task's description for every task kind below
+            for kind, desc, when, info in records_of(records[begin : begin + chunk]):
                 if kind in _STEPS:  # a task's middle step
                     uid = desc.uid
                     shape = live.get(uid)
@@ -116,7 +115,7 @@ class LineEncoder:
                             live[uid], clock[uid] = shape.running, when
                         continue
                     if kind is not EventKind.STARTED:
-                        encoded = step_line(record)
+                        encoded = step_line((kind, desc, when, info))
                         if encoded is not None:  # nothing for the spans to do
                             append(encoded)
                             continue
@@ -141,13 +140,14 @@ class LineEncoder:
                     shape = live.pop(desc.uid, None)
                     if shape is not None:
                         if shape.started and shape.events.completed and not desc.extra:
-                            append(self._completed(shape, desc, when, emit))
+                            self._completed(append, shape, desc, when, emit)
                             continue
                         self._hand_over(desc.uid, shape)
                 elif live and not isinstance(desc, str):  # failed, retried, ...: the general path
                     shape = live.pop(desc.uid, None)
                     if shape is not None:
                         self._hand_over(desc.uid, shape)
+                record = (kind, desc, when, info)
                 encoded = line(record, trace, span_of(record))
                 if encoded is not None:
                     append(encoded)
@@ -156,20 +156,40 @@ class LineEncoder:
                     append(finished)
             yield b"".join(lines)
 
-    def _completed(self, shape: _Shape, desc: TaskDescription, when: float, emit: bytes) -> bytes:
+    def _completed(
+        self,
+        append: Callable[[bytes], None],
+        shape: _Shape,
+        desc: TaskDescription,
+        when: float,
+        emit: bytes,
+    ) -> None:
         """A started live task's ``TaskCompleted`` line and its span's line; it is let go."""
-        uid = desc.uid
-        started, encoded_uid, span = self._clock.pop(uid), value(uid), self._spans.task_span(uid)
-        event = shape.events.completed % (  # type: ignore[operator]  # checked by the caller
-            next(EVENT_IDS), number(when), emit, encoded_uid, number(when - started), span
-        )  # fmt: skip
+        uid, spans = desc.uid, self._spans
+        started, encoded_uid, span = self._clock.pop(uid), value(uid), spans.task_span(uid)
+        append(
+            shape.events.completed  # type: ignore[operator]  # checked by the caller
+            % (next(EVENT_IDS), number(when), emit, encoded_uid, number(when - started), span)
+        )
         start_ns, end_ns = int(started * 1e9), int(when * 1e9)
-        parent = self._spans.parent_span(desc)
+        if desc.parent is None and desc.workflow_id is None:
+            parent = spans.session_span
+        else:
+            parent = spans.parent_span(desc)
         duration_ms = number(round((end_ns - start_ns) / 1e6, 3))
-        finished = shape.span % (
-            span, parent, start_ns, end_ns, number(started), number(when), duration_ms, encoded_uid
-        )  # fmt: skip
-        return event + finished
+        append(
+            shape.span
+            % (
+                span,
+                parent,
+                start_ns,
+                end_ns,
+                number(started),
+                number(when),
+                duration_ms,
+                encoded_uid,
+            )
+        )
 
     def _hand_over(self, uid: str, shape: _Shape) -> None:
         """Give a live task to the general path: its start and its lines' constant part."""
