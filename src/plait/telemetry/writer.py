@@ -95,21 +95,24 @@ class LineEncoder:
             events.emit_time = now = time.time()
             emit = number(now)
             desc: Any  # a task's description for every task kind below
+            # A task's records mostly come one after another (created, resolved, queued;
+            # submitted, started, completed): its uid and span id, encoded for the last
+            # record, serve the next ones; a time shared by two records likewise.
+            last_uid = last_when = None
+            uid_json = when_json = b""
+            span = 0
             for kind, desc, when, info in records_of(records[begin : begin + chunk]):
                 if kind in _STEPS:  # a task's middle step
                     uid = desc.uid
                     shape = live.get(uid)
                     if shape is not None:
+                        if uid is not last_uid:
+                            last_uid, uid_json = uid, value(uid)
+                            span = (hash(uid) ^ salt) & SPAN_MASK or 1  # spans.task_span(uid)
+                        if when is not last_when:
+                            last_when, when_json = when, number(when)
                         step = step_types[kind]
-                        holes = (
-                            next(ids),
-                            step,
-                            step,
-                            number(when),
-                            emit,
-                            value(uid),
-                            (hash(uid) ^ salt) & SPAN_MASK or 1,  # spans.task_span(uid), inline
-                        )
+                        holes = (next(ids), step, step, when_json, emit, uid_json, span)
                         append(shape.events.step % holes)
                         if kind is EventKind.STARTED:
                             live[uid], clock[uid] = shape.running, when
@@ -123,24 +126,23 @@ class LineEncoder:
                     if templated and desc.kind is TaskKind.FUNCTION:
                         shape = shape_of(desc)
                         if shape is not None:
-                            uid = desc.uid
+                            uid = last_uid = desc.uid
                             live[uid], clock[uid] = shape, when
-                            when_json, depends_on = number(when), value(desc.depends_on)
-                            first = (
-                                next(ids),
-                                when_json,
-                                emit,
-                                value(uid),
-                                depends_on,
-                                (hash(uid) ^ salt) & SPAN_MASK or 1,  # spans.task_span(uid), inline
-                            )
+                            uid_json, span = value(uid), (hash(uid) ^ salt) & SPAN_MASK or 1
+                            last_when, when_json = when, number(when)
+                            depends_on = value(desc.depends_on)
+                            first = (next(ids), when_json, emit, uid_json, depends_on, span)
                             append(shape.events.created % first)
                             continue
                 elif kind is EventKind.COMPLETED:
-                    shape = live.pop(desc.uid, None)
+                    uid = desc.uid
+                    shape = live.pop(uid, None)
                     if shape is not None:
                         if shape.started and shape.events.completed and not desc.extra:
-                            self._completed(append, shape, desc, when, emit)
+                            if uid is not last_uid:
+                                last_uid, uid_json = uid, value(uid)
+                                span = (hash(uid) ^ salt) & SPAN_MASK or 1
+                            self._completed(append, shape, desc, when, emit, uid_json, span)
                             continue
                         self._hand_over(desc.uid, shape)
                 elif live and not isinstance(desc, str):  # failed, retried, ...: the general path
@@ -163,10 +165,14 @@ class LineEncoder:
         desc: TaskDescription,
         when: float,
         emit: bytes,
+        encoded_uid: bytes,
+        span: int,
     ) -> None:
-        """A started live task's ``TaskCompleted`` line and its span's line; it is let go."""
-        uid, spans = desc.uid, self._spans
-        started, encoded_uid, span = self._clock.pop(uid), value(uid), spans.task_span(uid)
+        """A started live task's ``TaskCompleted`` line and its span's line; it is let go.
+
+        ``encoded_uid`` and ``span`` are its uid as JSON and its span id.
+        """
+        spans, started = self._spans, self._clock.pop(desc.uid)
         append(
             shape.events.completed  # type: ignore[operator]  # checked by the caller
             % (next(EVENT_IDS), number(when), emit, encoded_uid, number(when - started), span)
