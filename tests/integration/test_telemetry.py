@@ -18,6 +18,19 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+async def recorded(tmp_path):
+    """An engine writing its checkpoint to ``run.jsonl``, and a task returning its argument."""
+    flow = await WorkflowEngine.create(work_dir=str(tmp_path), handle_signals=False)
+    path = tmp_path / "run.jsonl"
+    manager = await flow.start_telemetry(checkpoint_path=str(path))
+
+    @flow.function_task
+    async def noop(i):
+        return i
+
+    return flow, path, manager, noop
+
+
 async def run_small_workflow(flow):
     @flow.function_task
     async def compute(x):
@@ -240,14 +253,7 @@ async def test_a_flush_cancelled_while_it_writes_loses_no_line(tmp_path):
     # cancels the size watch and the flush loop, which may be flushing), the write
     # goes on: the next flush, and the closing lines, must wait for it. Before, they
     # ran beside it, and the lines of the cancelled flush were lost.
-    flow = await WorkflowEngine.create(work_dir=str(tmp_path), handle_signals=False)
-    path = tmp_path / "run.jsonl"
-    manager = await flow.start_telemetry(checkpoint_path=str(path))
-
-    @flow.function_task
-    async def noop(i):
-        return i
-
+    flow, path, manager, noop = await recorded(tmp_path)
     n = 20_000
     assert sum(await asyncio.gather(*[noop(i) for i in range(n)])) == n * (n - 1) // 2
     flushing = asyncio.create_task(manager.flush())
@@ -397,3 +403,36 @@ async def test_summary_counts_every_task_while_flushes_are_being_written(tmp_pat
     assert writing["tasks"] == tasks(n)
     assert buffered["tasks"] == after["tasks"] == tasks(2 * n)
     assert after["duration"]["max_seconds"] >= after["duration"]["min_seconds"] > 0
+
+
+async def test_an_event_that_cannot_be_encoded_costs_only_itself(tmp_path, caplog):
+    # A user's custom event is encoded in the writer thread, long after emit() took it.
+    # One that cannot be encoded must not take the rest of the checkpoint with it.
+    from plait.telemetry import define_event, make_event
+
+    class Unprintable:
+        def __str__(self):
+            raise RuntimeError("no text for this")
+
+        __repr__ = __str__
+
+    Note = define_event("app.Note", payload=object)
+    flow, path, manager, noop = await recorded(tmp_path)
+
+    def note(payload, **extra):
+        return make_event(
+            Note, session_id=manager.session_id, backend="app", payload=payload, **extra
+        )
+
+    await asyncio.gather(*[noop(i) for i in range(10)])
+    manager.emit(note(Unprintable()))  # written, with a placeholder for the value
+    manager.emit(note(1, attributes={("a", 1): "a tuple key"}))  # JSON has no such key
+    manager.emit(note(2))
+    await asyncio.gather(*[noop(i) for i in range(10)])
+    await flow.shutdown()
+    lines = read_jsonl(path)
+    notes = [x for x in lines if x.get("event_type") == "app.Note"]
+    assert [n["payload"] for n in notes] == ["<unprintable Unprintable>", 2]
+    assert sum(x.get("event_type") == "TaskCompleted" for x in lines) == 20
+    assert lines[-1]["section"] == "metric" and lines[-1]["tasks_completed"] == 20
+    assert "the custom event of app.Note cannot be written" in caplog.text

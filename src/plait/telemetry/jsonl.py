@@ -22,7 +22,11 @@ FAST = orjson is not None
 
 
 def _default(obj: Any) -> str:
-    return str(obj)
+    """What a value JSON has no type for becomes: its ``str``, or a placeholder."""
+    try:
+        return str(obj)
+    except Exception:  # a user's object whose __str__ raises: the line is still written
+        return f"<unprintable {type(obj).__name__}>"
 
 
 if orjson is not None:

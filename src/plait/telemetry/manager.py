@@ -238,7 +238,7 @@ class TelemetryManager:
         while True:
             await asyncio.sleep(SIZE_CHECK_INTERVAL)
             if len(self._records) >= FLUSH_AT_RECORDS * RECORD_SIZE:
-                await self.flush()
+                await self._flush_or_log()
 
     # -- the reference's surface ----------------------------------------------------------
 
@@ -358,7 +358,14 @@ class TelemetryManager:
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
+            await self._flush_or_log()
+
+    async def _flush_or_log(self) -> None:
+        """A periodic flush; one that fails (a full disk) is logged, and the next tries again."""
+        try:
             await self.flush()
+        except Exception:
+            logger.exception("telemetry: writing the checkpoint %s failed", self.path)
 
     async def flush(self) -> None:
         """Write the records gathered so far; export their spans.
@@ -443,15 +450,22 @@ class TelemetryManager:
             unsubscribe()
         if self._tasks:  # async subscribers still running
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.flush()
-        self._closed = True
-        await self._in_writer(self._close)  # after every write, cancelled flushes' too
-        self._writer.shutdown(wait=False)
+        try:
+            await self.flush()
+        finally:  # even when the last write failed: the file is closed, the thread let go
+            self._closed = True
+            try:
+                await self._in_writer(self._close)  # after every write, cancelled flushes' too
+            finally:
+                self._writer.shutdown(wait=False)
 
     def _close(self) -> None:
         """In the writer thread: the closing lines, then the file and the providers."""
-        closing = self._spans.close() + self._metric_line()
-        if self._file is not None:
-            self._file.write(closing)
-            self._file.close()
-        self._spans.shutdown()
+        try:
+            closing = self._spans.close() + self._metric_line()
+            if self._file is not None:
+                self._file.write(closing)
+        finally:
+            if self._file is not None:
+                self._file.close()
+            self._spans.shutdown()

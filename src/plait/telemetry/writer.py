@@ -7,6 +7,7 @@ writer thread, which calls :meth:`LineEncoder.encode` and then :meth:`Tally.add`
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from itertools import compress
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RECORD_SIZE", "LineEncoder", "Tally", "records_of"]
 
+logger = logging.getLogger(__name__)
+
 WRITE_CHUNK = 1_000
 _ENDED_NAMES = {
     EventKind.COMPLETED: "completed",
@@ -34,6 +37,8 @@ _ENDED_NAMES = {
 _ENDED = frozenset(_ENDED_NAMES)
 _STEPS = frozenset(STEP_TYPES)
 """A task's middle steps: resolved, queued, submitted, started."""
+_LOGGED_FAILURES = 10
+"""Records that cannot be encoded are logged up to this many times; the rest are counted."""
 _MAX_SHAPES = 4096
 """Shapes kept at most; past that the cache starts again (most runs have a handful)."""
 _TIMED = frozenset({EventKind.STARTED, EventKind.RETRIED, EventKind.RESOURCE} | _ENDED)
@@ -75,6 +80,7 @@ class LineEncoder:
         self._live: dict[str, _Shape] = {}
         self._clock: dict[str, float] = {}
         self._shapes: dict[tuple[Any, ...], _Shape | None] = {}
+        self.left_out = 0  # records that could not be encoded
 
     def encode(self, records: list[Any]) -> Iterator[bytes]:
         """The lines of a flat list of records, a chunk of ``WRITE_CHUNK`` records at a time.
@@ -150,13 +156,29 @@ class LineEncoder:
                     if shape is not None:
                         self._hand_over(desc.uid, shape)
                 record = (kind, desc, when, info)
-                encoded = line(record, trace, span_of(record))
+                try:  # what users hand in (custom events, details) is encoded here
+                    encoded = line(record, trace, span_of(record))
+                    finished = add(record)
+                except Exception:
+                    self._left_out(record)
+                    continue
                 if encoded is not None:
                     append(encoded)
-                finished = add(record)
                 if finished is not None:
                     append(finished)
             yield b"".join(lines)
+
+    def _left_out(self, record: Record) -> None:
+        """A record that could not be encoded: logged (the first few), the rest goes on."""
+        self.left_out += 1
+        if self.left_out <= _LOGGED_FAILURES:
+            kind, desc = record[0], record[1]
+            logger.exception(
+                "telemetry: the %s event of %s cannot be written to the checkpoint; it is "
+                "left out, the other events are written",
+                kind.value,
+                desc if isinstance(desc, str) else desc.uid,
+            )
 
     def _completed(
         self,
