@@ -284,7 +284,9 @@ async def test_function_task_lines_from_templates_equal_the_general_ones(tmp_pat
     from plait.telemetry.spans import SpanBuilder
     from plait.telemetry.writer import LineEncoder
 
-    flow = await WorkflowEngine.create(work_dir=str(tmp_path), handle_signals=False)
+    flow = await WorkflowEngine.create(
+        work_dir=str(tmp_path), handle_signals=False, journal=str(tmp_path / "run.db")
+    )
     manager = await flow.start_telemetry(checkpoint_interval=3600)
 
     @flow.function_task(name='50% "odd" \u2603 \\ name %s %(x)s')
@@ -318,6 +320,22 @@ async def test_function_task_lines_from_templates_equal_the_general_ones(tmp_pat
         await asyncio.gather(odd(first, plain(2)), plain(first), group())
     with pytest.raises(ZeroDivisionError):
         await broken()
+    assert await plain(2) == 2  # from the journal: cached, handed over
+
+    @flow.function_task
+    async def slow():
+        await asyncio.sleep(30)
+
+    @flow.executable_task
+    async def hello():
+        return "echo hi"
+
+    running = slow()
+    await asyncio.sleep(0.05)
+    running.cancel()  # started, then cancelled: handed over
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert await hello() == "hi\n"  # a command: the general path throughout
     records = manager._records[:]
     await flow.shutdown()
 
@@ -339,6 +357,8 @@ async def test_function_task_lines_from_templates_equal_the_general_ones(tmp_pat
     assert len(encoder._shapes) >= 3  # templates were used...
     assert any(b'"name":"block"' in x for x in fast) and any(b"TaskFailed" in x for x in fast)
     assert any(b"plait.TaskRetried" in x for x in fast)
+    assert any(b"plait.TaskCached" in x for x in fast) and any(b"TaskCanceled" in x for x in fast)
+    assert any(b'"task_type":"executable"' in x for x in fast)
     assert not (encoder._live or encoder._clock)
     assert not encoder._events._fragments and not encoder._events._starts
 
