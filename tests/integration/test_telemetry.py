@@ -456,3 +456,38 @@ async def test_an_event_that_cannot_be_encoded_costs_only_itself(tmp_path, caplo
     assert sum(x.get("event_type") == "TaskCompleted" for x in lines) == 20
     assert lines[-1]["section"] == "metric" and lines[-1]["tasks_completed"] == 20
     assert "the custom event of app.Note cannot be written" in caplog.text
+
+
+async def test_two_checkpoints_of_one_engine_are_both_whole(tmp_path):
+    # Each writer follows the tasks on its own: two on one engine, flushed in turns
+    # while the tasks run, must not mix their state.
+    flow = await WorkflowEngine.create(work_dir=str(tmp_path), handle_signals=False)
+    paths = [tmp_path / "one.jsonl", tmp_path / "two.jsonl"]
+    managers = [await flow.start_telemetry(checkpoint_path=str(path)) for path in paths]
+    gate = asyncio.Event()
+
+    @flow.function_task
+    async def work(i):
+        await gate.wait()
+        return i
+
+    running = [work(i) for i in range(200)]
+    await asyncio.sleep(0.05)  # all started, none finished
+    for manager in managers:  # each writes the first half of every task's life
+        await manager.flush()
+    gate.set()
+    assert sum(await asyncio.gather(*running)) == sum(range(200))
+    await flow.shutdown()
+    seen = []
+    for path in paths:
+        lines = read_jsonl(path)
+        done = [x for x in lines if x.get("event_type") == "TaskCompleted"]
+        assert len(done) == 200
+        assert all(0 < x["duration_seconds"] < 5 for x in done)
+        assert not any("incomplete_lifecycle" in x["attributes"] for x in done)
+        spans = {x["attributes"]["task_id"]: x for x in lines if x.get("name") == "task"}
+        assert len(spans) == 200
+        for x in done:
+            assert x["span_id"] == spans[x["task_id"]]["span_id"]
+        seen.append(sorted((x["task_id"], x["event_type"]) for x in lines if x.get("task_id")))
+    assert seen[0] == seen[1]
