@@ -354,6 +354,21 @@ class RhapsodyView:
             "attributes": {},
         }
 
+    def _constant(
+        self, backend: str, uid: str, static: dict[str, Any], trace_id: str, span_id: str
+    ) -> dict[str, Any]:
+        """The fields every line of one task has alike (its middle steps' are only these)."""
+        return {
+            "session_id": self.session_id,
+            "backend": backend,
+            "task_id": uid,
+            "node_id": None,
+            "attributes": static,
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "section": "event",
+        }
+
     def fields(self, record: Record) -> dict[str, Any] | None:
         """The event of ``record`` as a dict of RHAPSODY's fields (None: not an event).
 
@@ -417,17 +432,9 @@ class RhapsodyView:
             return None
         _as_line(fields, trace_id, span_id)
         if kind is EventKind.CREATED and not isinstance(desc, str):
+            static = self._static[desc.uid]
             self._fragments[desc.uid] = fragment(
-                {
-                    "session_id": self.session_id,
-                    "backend": fields["backend"],
-                    "task_id": desc.uid,
-                    "node_id": None,
-                    "attributes": self._static[desc.uid],
-                    "trace_id": trace_id,
-                    "span_id": span_id,
-                    "section": "event",
-                }
+                self._constant(fields["backend"], desc.uid, static, trace_id, span_id)
             )
         elif kind in _TERMINAL and not isinstance(desc, str):
             self._fragments.pop(desc.uid, None)
@@ -477,16 +484,7 @@ class RhapsodyView:
         created = self._base(hole(0), hole(1), hole(2))
         created.update(event_type=_TASK_TYPES[EventKind.CREATED], backend=backend, task_id=hole(3))
         created["attributes"] = {**static, "depends_on": hole(4)}
-        constant = {
-            "session_id": self.session_id,
-            "backend": backend,
-            "task_id": hole(0),
-            "node_id": None,
-            "attributes": static,
-            "trace_id": trace_id,
-            "span_id": hole(1),
-            "section": "event",
-        }
+        constant = self._constant(backend, hole(0), static, trace_id, hole(1))
         completed = self._base(hole(0), hole(1), hole(2))
         completed.update(
             event_type=_TASK_TYPES[EventKind.COMPLETED], backend=backend, task_id=hole(3)

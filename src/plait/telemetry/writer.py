@@ -59,9 +59,8 @@ class LineEncoder:
     to completed. Their lines are formatted from the templates of their shape (see
     :class:`~plait.telemetry.schema.TaskTemplates`), and all that is kept of such a
     task between its lines is its shape and when it was created or started. Anything
-    else —
-    other kinds, failures, retries, blocks, OpenTelemetry on — takes the general path
-    (:meth:`RhapsodyView.line <plait.telemetry.schema.RhapsodyView.line>` and
+    else (other kinds, failures, retries, blocks, OpenTelemetry on) takes the general
+    path (:meth:`RhapsodyView.line <plait.telemetry.schema.RhapsodyView.line>` and
     :meth:`SpanBuilder.add <plait.telemetry.spans.SpanBuilder.add>`); a live task that
     leaves the straight path is handed over to it with what it has so far.
 
