@@ -300,8 +300,9 @@ class TelemetryManager:
         """
         with self._tally_lock:
             tally = self._tally.copy()
-            pending = [record for batch in self._writing for record in batch]
-        tally.add(pending)
+            pending = self._writing[:]  # batches handed over are never changed: not copied
+        for batch in pending:
+            tally.add(batch)
         tally.add(self._records[:])
         counts = tally.counts
         duration: dict[str, float] = {}
