@@ -175,8 +175,8 @@ class SpanBuilder:
     def span_of(self, record: Record) -> str:
         """The id of the span an event belongs to, as RHAPSODY writes it.
 
-        Call it before :meth:`add` for the same record: a span's id is let go when its
-        last event has been added.
+        Call it before :meth:`add` for the same record: a scope's id is let go when its
+        last event has been added (a task's is worked out from its uid, never kept).
         """
         kind, desc, _, _ = record
         if not isinstance(desc, str):
