@@ -371,13 +371,7 @@ async def test_function_task_lines_from_templates_equal_the_general_ones(tmp_pat
 async def test_every_span_has_its_own_id_and_its_events_name_it(tmp_path):
     # A task's span id is worked out from its uid; a scope's is drawn, so that a scope
     # id used twice still gives two spans two ids.
-    flow = await WorkflowEngine.create(work_dir=str(tmp_path), handle_signals=False)
-    path = tmp_path / "run.jsonl"
-    await flow.start_telemetry(checkpoint_path=str(path))
-
-    @flow.function_task
-    async def work(i):
-        return i
+    flow, path, _, work = await recorded(tmp_path)
 
     @flow.block
     async def group(i):
@@ -403,20 +397,14 @@ async def test_every_span_has_its_own_id_and_its_events_name_it(tmp_path):
 async def test_summary_counts_every_task_while_flushes_are_being_written(tmp_path):
     # Records move from the buffer to a flush's batch, then into the tally once
     # written; summary() must count each exactly once whichever stage it is in.
-    flow = await WorkflowEngine.create(work_dir=str(tmp_path), handle_signals=False)
-    manager = await flow.start_telemetry(checkpoint_path=str(tmp_path / "run.jsonl"))
-
-    @flow.function_task
-    async def noop():
-        return None
-
+    flow, _, manager, noop = await recorded(tmp_path)
     n = 5_000
-    await asyncio.gather(*[noop() for _ in range(n)])
+    await asyncio.gather(*[noop(i) for i in range(n)])
     first = asyncio.create_task(manager.flush())
     await asyncio.sleep(0)  # its batch is handed to the writer, which needs ~50 ms
     assert manager._writing and not manager._records
     writing = manager.summary()
-    await asyncio.gather(*[noop() for _ in range(n)])  # more in the buffer
+    await asyncio.gather(*[noop(i) for i in range(n)])  # more in the buffer
     buffered = manager.summary()
     await first
     await flow.shutdown()

@@ -165,7 +165,9 @@ class SpanBuilder:
         return self._ids.get(key) or hex(self.task_span(key))
 
     def _span_id(self, key: str) -> int:
-        return int(self._hex(key), 16)
+        """:meth:`_hex`'s id as an int (a task's without going through text)."""
+        found = self._ids.get(key)
+        return self.task_span(key) if found is None else int(found, 16)
 
     @property
     def trace_hex(self) -> str:
@@ -256,7 +258,7 @@ class SpanBuilder:
     def parent_span(self, desc: TaskDescription) -> int:
         """The span id of the span a task's span nests in, now."""
         parent = self._parent(desc)
-        return self.session_span if parent is self.session_uid else int(self._hex(parent), 16)
+        return self.session_span if parent is self.session_uid else self._span_id(parent)
 
     def adopt(self, uid: str, start: float) -> None:
         """Take over a task whose span was followed elsewhere so far: when it starts."""
