@@ -47,7 +47,8 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_Call = Callable[[TaskTemplate, tuple[Any, ...], dict[str, Any]], "PlaitFuture[Any]"]
+_Bind = Callable[[TaskTemplate], Callable[..., "PlaitFuture[Any]"]]
+"""The engine's binder: given a template, the function whose calls register its tasks."""
 
 
 class Task(Protocol[P, R]):
@@ -90,12 +91,12 @@ class _Blocks(Protocol):
 
 class TaskDecorator:
     """The decorator of one kind of task (``kind``, set by each subclass), bound to one
-    engine's call function."""
+    engine's binder."""
 
     kind: ClassVar[TaskKind]
 
-    def __init__(self, call: _Call) -> None:
-        self._call = call
+    def __init__(self, bind: _Bind) -> None:
+        self._bind = bind
 
     def _apply(self, func: Callable[..., Any] | None, options: dict[str, Any]) -> Any:
         """Decorate ``func``, or return a decorator that applies ``options``.
@@ -111,12 +112,7 @@ class TaskDecorator:
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             tmpl = TaskTemplate.build(fn, self.kind, task_options)
-            call = self._call
-
-            @functools.wraps(fn)
-            def submit(*args: Any, **kwargs: Any) -> PlaitFuture[Any]:
-                return call(tmpl, args, kwargs)
-
+            submit = functools.wraps(fn)(self._bind(tmpl))
             submit.__plait_template__ = tmpl  # type: ignore[attr-defined]
             return submit
 

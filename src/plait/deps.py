@@ -14,48 +14,39 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeAlias
 
 __all__ = ["Found", "find", "substitute"]
 
 _SCALARS: frozenset[type] = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
-class Found:
-    """What a walk over a call's arguments found: futures (each once) and data files."""
-
-    __slots__ = ("files", "futures")
-
-    def __init__(self) -> None:
-        self.futures: dict[int, asyncio.Future[Any]] = {}
-        self.files: list[Any] | tuple[()] = ()  # a list once a file is found
+Found: TypeAlias = tuple[dict[int, asyncio.Future[Any]], list[Any] | tuple[()]]
+"""What a walk over a call's arguments found: its futures (each once, by ``id``, in the
+order met) and its declared data files (a list, or ``()`` when there are none). A plain
+pair: a named tuple costs a frame to make, on every call with an input."""
 
 
-def _visit(obj: Any, found: Found | None, file_types: tuple[type, ...]) -> Found | None:
+def _visit(
+    obj: Any,
+    futures: dict[int, asyncio.Future[Any]],
+    files: list[Any],
+    file_types: tuple[type, ...],
+) -> None:
     if isinstance(obj, asyncio.Future):
-        if found is None:
-            found = Found()
-        found.futures[id(obj)] = obj
-        return found
-    if file_types and isinstance(obj, file_types):
-        if found is None:
-            found = Found()
-        if found.files:
-            found.files.append(obj)
-        else:
-            found.files = [obj]
-        return found
-    if isinstance(obj, dict):
+        futures[id(obj)] = obj
+    elif file_types and isinstance(obj, file_types):
+        files.append(obj)
+    elif isinstance(obj, dict):
         for key, value in obj.items():
             if type(key) not in _SCALARS:
-                found = _visit(key, found, file_types)
+                _visit(key, futures, files, file_types)
             if type(value) not in _SCALARS:
-                found = _visit(value, found, file_types)
+                _visit(value, futures, files, file_types)
     elif isinstance(obj, list | tuple | set | frozenset):
         for item in obj:
             if type(item) not in _SCALARS:
-                found = _visit(item, found, file_types)
-    return found
+                _visit(item, futures, files, file_types)
 
 
 def find(
@@ -71,21 +62,30 @@ def find(
     Raises:
         RecursionError: the arguments contain a container that contains itself.
     """
-    found: Found | None = None
+    futures: dict[int, asyncio.Future[Any]] | None = None
+    files: list[Any] | None = None
     for arg in args:
         if type(arg) in _SCALARS:
             continue
+        if futures is None:
+            futures = {}
         if isinstance(arg, asyncio.Future):  # _visit's first case, without the call
-            if found is None:
-                found = Found()
-            found.futures[id(arg)] = arg
+            futures[id(arg)] = arg
         else:
-            found = _visit(arg, found, file_types)
+            if files is None:
+                files = []
+            _visit(arg, futures, files, file_types)
     if kwargs:
         for arg in kwargs.values():
             if type(arg) not in _SCALARS:
-                found = _visit(arg, found, file_types)
-    return found
+                if futures is None:
+                    futures = {}
+                if files is None:
+                    files = []
+                _visit(arg, futures, files, file_types)
+    if not futures and not files:
+        return None
+    return futures or {}, files or ()
 
 
 _MISSING = object()

@@ -132,10 +132,10 @@ class WorkflowEngine(ReferenceHooks):
             if not self._signals.install():
                 self._signals = None
 
-        self.function_task = FunctionTaskDecorator(self._call)
-        self.executable_task = ExecutableTaskDecorator(self._call)
-        self.prompt_task = PromptTaskDecorator(self._call)
-        self.block = BlockDecorator(self._call)
+        self.function_task = FunctionTaskDecorator(self._bind)
+        self.executable_task = ExecutableTaskDecorator(self._bind)
+        self.prompt_task = PromptTaskDecorator(self._bind)
+        self.block = BlockDecorator(self._bind)
 
     def _adopt(self, backend: Any) -> ExecutionBackend:
         if isinstance(backend, ExecutionBackend):
@@ -263,27 +263,41 @@ class WorkflowEngine(ReferenceHooks):
         """True once ``shutdown()`` has been called."""
         return self._closed
 
-    def _call(
-        self, tmpl: TaskTemplate, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> PlaitFuture[Any]:
+    def _bind(self, tmpl: TaskTemplate) -> Callable[..., PlaitFuture[Any]]:
+        """The function a decorator returns for ``tmpl``: each call registers one task.
+
+        The checks every call needs are made here, in the one frame between the
+        user's call and the scheduler.
+        """
+        submit = self._scheduler.submit
+        thread = self._thread
+
+        def call(*args: Any, **kwargs: Any) -> PlaitFuture[Any]:
+            if self._closed or threading.get_ident() != thread:
+                raise self._refusal(tmpl)
+            if not kwargs:
+                return submit(tmpl, args, kwargs)
+            description = kwargs.pop("task_description", None)
+            workflow_id = kwargs.pop("workflow_id", None)
+            changes = None
+            taken = tmpl.call_options & kwargs.keys()
+            if taken:
+                changes = {name: kwargs.pop(name) for name in taken}
+            return submit(tmpl, args, kwargs, description, workflow_id, changes)
+
+        return call
+
+    def _refusal(self, tmpl: TaskTemplate) -> PlaitError:
+        """Why a call of ``tmpl`` cannot be made: the engine is shut down, or the call
+        came from another thread."""
         if self._closed:
-            raise EngineShutdownError(
+            return EngineShutdownError(
                 f"cannot call {tmpl.name!r}: engine {self.uid} has been shut down"
             )
-        if threading.get_ident() != self._thread:
-            raise PlaitError(
-                f"{tmpl.name!r} was called from another thread; call tasks on the engine's "
-                "event loop (from a sync body, use asyncio.run_coroutine_threadsafe)"
-            )
-        if not kwargs:
-            return self._scheduler.submit(tmpl, args, kwargs)
-        description = kwargs.pop("task_description", None)
-        workflow_id = kwargs.pop("workflow_id", None)
-        changes = None
-        taken = tmpl.call_options & kwargs.keys()
-        if taken:
-            changes = {name: kwargs.pop(name) for name in taken}
-        return self._scheduler.submit(tmpl, args, kwargs, description, workflow_id, changes)
+        return PlaitError(
+            f"{tmpl.name!r} was called from another thread; call tasks on the engine's "
+            "event loop (from a sync body, use asyncio.run_coroutine_threadsafe)"
+        )
 
     @contextlib.asynccontextmanager
     async def workflow_scope(self, workflow_id: str | None = None) -> AsyncIterator[str]:

@@ -11,7 +11,8 @@ workflow needs on top:
   stopped by its backend (its subprocess killed), and every dependent is cancelled.
 
 The engine settles a future only through :func:`settle_result`, :func:`settle_error`
-and :func:`settle_cancelled`, which move ``state`` with :func:`~plait.states.can_move`.
+and :func:`settle_cancelled`, which move ``state`` with :func:`~plait.states.can_move`
+(the scheduler's ``succeed`` makes :func:`settle_result`'s move inline, on the hot path).
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ class PlaitFuture(asyncio.Future[_R]):
         "_deps",
         "_desc",
         "_files",
-        "_has_deps",
         "_inputs_done",
         "_members",
         "_owner",
@@ -84,7 +84,6 @@ class PlaitFuture(asyncio.Future[_R]):
         self._backend: ExecutionBackend | None = None
         self._context: contextvars.Context | None = None
         self._pending = 0
-        self._has_deps = False
         self._dependents: list[PlaitFuture[Any]] | tuple[()] = ()
         self._runner: asyncio.Task[None] | None = None
         self._parent: PlaitFuture[Any] | None = None

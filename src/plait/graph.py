@@ -37,9 +37,8 @@ underscore slots), so that a call costs one object, not two. The fields:
 * ``_desc``: the call's description; ``_owner``: the scheduler, until the task finishes;
 * ``_backend``: the backend that runs it (``None`` for blocks and failed calls);
 * ``_pending``: dependencies not yet finished; ``_dependents``: nodes waiting for it;
-* ``_has_deps`` and ``_deps``: whether the arguments hold futures, and those futures
-  (kept for data staging and errors); ``_files``: the ``InputFile``/``OutputFile``
-  declarations in its arguments;
+* ``_deps``: the futures in its arguments, each once (kept for data staging and
+  errors); ``_files``: the ``InputFile``/``OutputFile`` declarations in its arguments;
 * ``_runner``: the asyncio task running it, once started; ``_context``: the contextvars
   of the call, in which it runs;
 * ``_parent``: the block it was created in; ``_members``: for a block, its unfinished

@@ -55,7 +55,7 @@ from typing import Any
 
 from plait.attempts import build, run_attempts
 from plait.backends.base import ExecutionBackend, RemoteResult
-from plait.deps import Found, find, substitute
+from plait.deps import find, substitute
 from plait.errors import (
     DependencyFailureError,
     InvalidTaskError,
@@ -72,7 +72,6 @@ from plait.future import (
     settle_cancelled,
     settle_error,
     settle_remote,
-    settle_result,
 )
 from plait.graph import Node, add_dependent, downstream, release
 from plait.journal import Journal
@@ -96,6 +95,7 @@ __all__ = ["Scheduler"]
 logger = logging.getLogger(__name__)
 
 _NO_KWARGS: dict[str, Any] = {}
+_set_result = asyncio.Future.set_result
 LAUNCH_AHEAD = 256
 """The most tasks launched in one loop iteration (see the module docstring)."""
 CONTINUE_AHEAD = 64
@@ -319,18 +319,15 @@ class Scheduler:
             return InvalidTaskError(
                 f"the arguments of {desc.name!r} ({desc.uid}) nest too deeply or contain themselves"
             )
+        futures, files = found if found is not None else (None, ())
         via = desc.options.service
         if via is not True and via is not False and isinstance(via, asyncio.Future):
-            found = found or Found()  # a prompt sent to a service: it waits for it
-            found.futures[id(via)] = via
-        if found is None:
+            futures = {**(futures or {}), id(via): via}  # a prompt sent to a service waits for it
+        if files:
+            node._files = files
+        if not futures:
             return None
-        if found.files:
-            node._files = found.files
-        if not found.futures:
-            return None
-        node._has_deps = True
-        node._deps = tuple(found.futures.values())
+        node._deps = tuple(futures.values())
         if self.publish is not None:  # only telemetry reads them, from the created event
             desc.depends_on = tuple(
                 getattr(d, "uid", None) or f"external-{id(d):x}" for d in node._deps
@@ -480,11 +477,14 @@ class Scheduler:
                     staged = await self.stager.prepare(
                         desc, node._files, node._deps, copy=not backend.shares_filesystem
                     )
-                if node._has_deps and (self._remote or node._pipelined):
+                if node._deps and (self._remote or node._pipelined):
                     staged = await self._remote_inputs(node, backend, staged)
                 args, kwargs = desc.args, desc.kwargs  # as called: a pipelined rerun needs them
-                if node._has_deps or staged:
-                    self._put_results(desc, staged)
+                if node._deps or staged:
+                    try:
+                        desc.args, desc.kwargs = substitute(args, kwargs, staged)
+                    except TypeError as exc:
+                        raise self._unplaceable(desc, exc) from exc
                     if self.services.active:  # a service it takes may be restarting
                         await self.services.ready_for(node)
                 if desc.kind is TaskKind.BLOCK:
@@ -548,8 +548,12 @@ class Scheduler:
         publish = self.publish
         if publish is not None:
             publish((EventKind.SUBMITTED, desc, _now(), None))
-        if not (backend.reports_running or node._pipelined):
-            self.started(node)  # a pipelined node starts when its inputs are done
+        # started(), inline (a frame less per task); a pipelined node starts when its
+        # inputs are done, and some backends say themselves when a task starts.
+        if node._state is TaskState.PENDING and not (backend.reports_running or node._pipelined):
+            node._state = TaskState.RUNNING
+            if publish is not None:
+                publish((EventKind.STARTED, desc, _now(), None))
         if backend.keeps_results:
             desc.wanted = isinstance(node, ClusterFuture) and node.wanted
         if desc.options.is_plain:
@@ -653,14 +657,18 @@ class Scheduler:
                 await dep  # fetch the value into this process
         return replacements
 
-    @staticmethod
-    def _put_results(desc: TaskDescription, staged: dict[int, Any] | None) -> None:
+    @classmethod
+    def _put_results(cls, desc: TaskDescription, staged: dict[int, Any] | None) -> None:
         try:
             desc.args, desc.kwargs = substitute(desc.args, desc.kwargs, staged)
         except TypeError as exc:
-            raise InvalidTaskError(
-                f"cannot put the dependency results of {desc.name!r} ({desc.uid}) in place: {exc}"
-            ) from exc
+            raise cls._unplaceable(desc, exc) from exc
+
+    @staticmethod
+    def _unplaceable(desc: TaskDescription, exc: TypeError) -> InvalidTaskError:
+        return InvalidTaskError(
+            f"cannot put the dependency results of {desc.name!r} ({desc.uid}) in place: {exc}"
+        )
 
     async def _run_block(self, node: Node) -> Any:
         desc = node._desc
@@ -681,7 +689,7 @@ class Scheduler:
     def started(self, node: Node) -> None:
         """Mark ``node`` RUNNING (a no-op unless it is PENDING)."""
         if node._state is TaskState.PENDING:
-            node._state = TaskState.RUNNING  # the one move to RUNNING
+            node._state = TaskState.RUNNING  # as _hand_over does inline
             publish = self.publish
             if publish is not None:
                 publish((EventKind.STARTED, node._desc, _now(), None))
@@ -696,10 +704,14 @@ class Scheduler:
         Given ``runner``, the asyncio task that ran ``node`` and may run more, one of
         those dependents that can run there is handed to it (and returned) instead.
         """
+        state = node._state  # settle_result, inline (a frame less per task)
         if type(value) is RemoteResult and isinstance(node, ClusterFuture):
             if not settle_remote(node, value):
                 return None
-        elif not settle_result(node, value):
+        elif state is TaskState.RUNNING or state is TaskState.PENDING:
+            node._state = TaskState.DONE
+            _set_result(node, value)
+        else:
             return None
         publish = self.publish
         if publish is not None:

@@ -30,13 +30,31 @@ def test_futures_found_at_any_depth_and_counted_once(loop):
     args = (a, [b, {"k": (c, a)}], {a})
     found = find(args, {"kw": frozenset({b})})
     assert found is not None
-    assert set(found.futures.values()) == {a, b, c}
+    futures, files = found
+    assert list(futures.values()) == [a, b, c]  # in the order met, each once
+    assert files == ()
+
+
+def test_futures_and_files_are_found_in_the_order_of_the_arguments(loop):
+    x, y = resolved(loop, 1), resolved(loop, 2)
+    assert list(find((y, [x]), {})[0].values()) == [y, x]
+    assert list(find(([x], y), {})[0].values()) == [x, y]
+
+    class File:
+        pass
+
+    f = File()
+    assert find((f,), {}) is None  # not a declared file type: opaque
+    futures, files = find((x, {"in": f}), {"k": [f]}, (File,))
+    assert list(futures.values()) == [x]
+    assert files == [f, f]
+    assert find(([f],), {}, (File,)) == ({}, [f])
 
 
 def test_futures_in_dict_keys_are_found(loop):
     a = resolved(loop, "key")
     found = find(({a: 1},), {})
-    assert found is not None and list(found.futures.values()) == [a]
+    assert found is not None and list(found[0].values()) == [a]
 
 
 def test_results_replace_futures_in_nested_containers(loop):
