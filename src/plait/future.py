@@ -33,6 +33,7 @@ __all__ = ["BlockFuture", "ClusterFuture", "FinishedTask", "PlaitFuture", "TaskF
 
 _R = TypeVar("_R")
 _FUTURE_INIT = asyncio.Future.__init__  # called directly: no super() lookup per task
+_PENDING = TaskState.PENDING  # a global: an enum member is a slower lookup (see scheduler.py)
 
 
 class _Canceller(Protocol):
@@ -76,7 +77,7 @@ class PlaitFuture(asyncio.Future[_R]):
         self, loop: asyncio.AbstractEventLoop, desc: TaskDescription, owner: _Canceller
     ) -> None:
         _FUTURE_INIT(self, loop=loop)
-        self._state = TaskState.PENDING
+        self._state = _PENDING
         self._desc = desc
         self._owner = owner
         # The DAG's fields (documented in plait.graph). Empty tuples are shared; a list

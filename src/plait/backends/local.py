@@ -60,6 +60,7 @@ from plait.task import TaskDescription, TaskKind
 __all__ = ["LocalExecutionBackend"]
 
 logger = logging.getLogger(__name__)
+_FUNCTION = TaskKind.FUNCTION  # a global: read on every direct run (see scheduler.py)
 
 SHUTDOWN_WAIT = 10.0
 """Seconds ``shutdown`` waits for the executor's running work before leaving it behind."""
@@ -186,7 +187,7 @@ class LocalExecutionBackend(ExecutionBackend):
 
     def direct(self, task: TaskDescription) -> Awaitable[Any] | None:
         """An ``async def`` body on this loop, needing no resources: the body's coroutine."""
-        if task.is_async and task.kind is TaskKind.FUNCTION and not self._in_processes:
+        if task.is_async and task.kind is _FUNCTION and not self._in_processes:
             if not task.options.resources:
                 return task.func(*task.args, **task.kwargs)  # type: ignore[no-any-return]
         return None

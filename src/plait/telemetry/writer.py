@@ -44,6 +44,11 @@ _MAX_SHAPES = 4096
 _TIMED = frozenset({EventKind.STARTED, EventKind.RETRIED, EventKind.RESOURCE} | _ENDED)
 """What the tally's loop sees: a task's clock starts or stops, a resource sample."""
 RECORD_SIZE = 4  # a Record's items, each a slot of the flat list
+# Enum members the loops read, as globals: an enum member is a lookup through its
+# metaclass (about 40 ns on CPython 3.11), a global about 5 ns.
+_CREATED, _STARTED, _COMPLETED = EventKind.CREATED, EventKind.STARTED, EventKind.COMPLETED
+_SUBMITTED, _RETRIED, _RESOURCE = EventKind.SUBMITTED, EventKind.RETRIED, EventKind.RESOURCE
+_FUNCTION, _BLOCK = TaskKind.FUNCTION, TaskKind.BLOCK
 
 
 def records_of(flat: list[Any]) -> Iterator[Record]:
@@ -119,16 +124,16 @@ class LineEncoder:
                         step = step_types[kind]
                         holes = (next(ids), step, step, when_json, emit, uid_json, span)
                         append(shape.events.step % holes)
-                        if kind is EventKind.STARTED:
+                        if kind is _STARTED:
                             live[uid], clock[uid] = shape.running, when
                         continue
-                    if kind is not EventKind.STARTED:
+                    if kind is not _STARTED:
                         encoded = step_line((kind, desc, when, info))
                         if encoded is not None:  # nothing for the spans to do
                             append(encoded)
                             continue
-                elif kind is EventKind.CREATED:
-                    if templated and desc.kind is TaskKind.FUNCTION:
+                elif kind is _CREATED:
+                    if templated and desc.kind is _FUNCTION:
                         shape = shape_of(desc)
                         if shape is not None:
                             uid = last_uid = desc.uid
@@ -139,7 +144,7 @@ class LineEncoder:
                             first = (next(ids), when_json, emit, uid_json, depends_on, span)
                             append(shape.events.created % first)
                             continue
-                elif kind is EventKind.COMPLETED:
+                elif kind is _COMPLETED:
                     uid = desc.uid
                     shape = live.pop(uid, None)
                     if shape is not None:
@@ -284,19 +289,19 @@ class Tally:
         counts, starts = self.counts, self._starts
         # Blocks are never submitted (they run on no backend): submissions are counted
         # at C speed, and the loop sees only the records that start or end a clock.
-        counts["submitted"] += kinds.count(EventKind.SUBMITTED)
+        counts["submitted"] += kinds.count(_SUBMITTED)
         started = timed = 0
         total, shortest, longest = self.total, self.shortest, self.longest
         for kind, desc, when, info in compress(records_of(flat), map(_TIMED.__contains__, kinds)):
             if isinstance(desc, str):
-                if kind is EventKind.RESOURCE and info.get("gpu_id") is None:
+                if kind is _RESOURCE and info.get("gpu_id") is None:
                     self.last_resource[desc] = info
-            elif desc.kind is TaskKind.BLOCK:
+            elif desc.kind is _BLOCK:
                 pass
-            elif kind is EventKind.STARTED:
+            elif kind is _STARTED:
                 started += 1
                 starts[desc.uid] = when
-            elif kind is EventKind.RETRIED:
+            elif kind is _RETRIED:
                 starts.pop(desc.uid, None)
             else:
                 counts[_ENDED_NAMES[kind]] += 1
