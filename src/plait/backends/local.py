@@ -60,7 +60,7 @@ from plait.task import TaskDescription, TaskKind
 __all__ = ["LocalExecutionBackend"]
 
 logger = logging.getLogger(__name__)
-_FUNCTION = TaskKind.FUNCTION  # a global: read on every direct run (see scheduler.py)
+_FUNCTION, _EXECUTABLE = TaskKind.FUNCTION, TaskKind.EXECUTABLE  # globals: see scheduler.py
 
 SHUTDOWN_WAIT = 10.0
 """Seconds ``shutdown`` waits for the executor's running work before leaving it behind."""
@@ -208,7 +208,7 @@ class LocalExecutionBackend(ExecutionBackend):
             return await self._run(task)
 
     async def _run(self, task: TaskDescription) -> Any:
-        if task.kind is TaskKind.EXECUTABLE:
+        if task.kind is _EXECUTABLE:
             async with self.processes.hold(task.options.priority), self._starting_place():
                 return await run_task_command(task)
         if self._in_processes:
