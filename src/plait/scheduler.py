@@ -49,6 +49,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from operator import is_ as _is
 from pathlib import Path
 from time import time as _now
 from typing import Any
@@ -95,6 +96,8 @@ __all__ = ["Scheduler"]
 logger = logging.getLogger(__name__)
 
 _NO_KWARGS: dict[str, Any] = {}
+"""The keyword arguments of every call that has none, and of every finished task: never
+changed in place (nothing in plait changes a task's ``kwargs``; it is replaced)."""
 _set_result = asyncio.Future.set_result
 LAUNCH_AHEAD = 256
 """The most tasks launched in one loop iteration (see the module docstring)."""
@@ -206,7 +209,7 @@ class Scheduler:
             kind,
             tmpl.func,
             args,
-            kwargs,
+            kwargs or _NO_KWARGS,  # one shared empty dict, not one per call
             workflow_id or self.workflow_var.get(),
             options,
             merged,
@@ -334,7 +337,11 @@ class Scheduler:
             node._files = files
         if not futures:
             return None
-        node._deps = tuple(futures.values())
+        args = desc.args
+        if len(futures) == len(args) and not desc.kwargs and all(map(_is, futures.values(), args)):
+            node._deps = args  # the inputs are the arguments themselves: one tuple serves
+        else:
+            node._deps = tuple(futures.values())
         if self.publish is not None:  # only telemetry reads them, from the created event
             desc.depends_on = tuple(
                 getattr(d, "uid", None) or f"external-{id(d):x}" for d in node._deps
