@@ -476,23 +476,39 @@ class Scheduler:
         while True:
             desc = node._desc
             kind, backend = desc.kind, node._backend
+            # A bare async function on a backend that runs it on this loop, with nobody
+            # listening: the general path below comes to awaiting its body, and this
+            # goes there without the questions (no files, no remote or pipelined
+            # inputs, no journal, no services, no events).
+            bare = (
+                kind is _FUNCTION
+                and desc.options.is_bare
+                and backend is not None
+                and backend.inline
+                and desc.is_async
+                and not (node._files or node._pipelined or self._remote)
+                and self.publish is None
+                and self.journal is None
+                and not self.services.active
+            )
             try:
                 staged = None
-                if (
-                    (
-                        node._files
-                        or desc.options.capture_stdio
-                        or (kind is _EXECUTABLE and node._deps)  # implicit data
-                    )
-                    and backend is not None
-                    and backend.runs_work
-                    and self.stager.wants_sandbox(desc, node._files, node._deps)
-                ):
-                    staged = await self.stager.prepare(
-                        desc, node._files, node._deps, copy=not backend.shares_filesystem
-                    )
-                if node._deps and (self._remote or node._pipelined):
-                    staged = await self._remote_inputs(node, backend, staged)
+                if not bare:
+                    if (
+                        (
+                            node._files
+                            or desc.options.capture_stdio
+                            or (kind is _EXECUTABLE and node._deps)  # implicit data
+                        )
+                        and backend is not None
+                        and backend.runs_work
+                        and self.stager.wants_sandbox(desc, node._files, node._deps)
+                    ):
+                        staged = await self.stager.prepare(
+                            desc, node._files, node._deps, copy=not backend.shares_filesystem
+                        )
+                    if node._deps and (self._remote or node._pipelined):
+                        staged = await self._remote_inputs(node, backend, staged)
                 args, kwargs = desc.args, desc.kwargs  # as called: a pipelined rerun needs them
                 if node._deps or staged:
                     try:
@@ -501,7 +517,11 @@ class Scheduler:
                         raise self._unplaceable(desc, exc) from exc
                     if self.services.active:  # a service it takes may be restarting
                         await self.services.ready_for(node)
-                if kind is _BLOCK:
+                if bare:
+                    if node._state is _PENDING:
+                        node._state = _RUNNING
+                    value = await desc.func(*desc.args, **desc.kwargs)
+                elif kind is _BLOCK:
                     self.started(node)
                     value = await self._run_block(node)
                 else:

@@ -107,10 +107,16 @@ class TaskOptions:
     ready_timeout: float = 60.0
     is_plain: bool = field(init=False, repr=False, compare=False)
     """True when no option asks the engine for more than one bare attempt (derived)."""
+    is_bare: bool = field(init=False, repr=False, compare=False)
+    """True when, besides being plain, the task asks for no captured output, no service
+    and no resources: the body alone is the work (derived)."""
 
     def __post_init__(self) -> None:
-        # Read on every run: kept as a field rather than computed each time.
-        object.__setattr__(self, "is_plain", self.timeout is None and self.retries == 0)
+        # Read on every run: kept as fields rather than computed each time.
+        plain = self.timeout is None and self.retries == 0
+        object.__setattr__(self, "is_plain", plain)
+        bare = plain and not self.capture_stdio and self.service is False and not self.resources
+        object.__setattr__(self, "is_bare", bare)
 
 
 OPTION_NAMES: frozenset[str] = frozenset(f.name for f in fields(TaskOptions) if f.init)

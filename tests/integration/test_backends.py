@@ -28,6 +28,33 @@ async def test_async_bodies_run_on_the_engine_loop_and_sync_bodies_in_the_pool(f
     assert await in_pool() != loop_thread
 
 
+async def test_a_subclass_that_overrides_direct_is_asked_for_every_task():
+    # The engine awaits a bare async body itself only when direct() is the local
+    # backend's own; a subclass that changes it sees every task, as before.
+    asked = []
+
+    class Counting(LocalExecutionBackend):
+        def direct(self, task):
+            asked.append(task.uid)
+            return super().direct(task)
+
+    plain = LocalExecutionBackend(name="plain")
+    counting = Counting(name="counting")
+    assert plain.inline and not counting.inline
+    flow = await WorkflowEngine.create(backend=[counting, plain], handle_signals=False)
+
+    @flow.function_task
+    async def step(x):
+        return x + 1
+
+    fut = 0
+    for _ in range(5):
+        fut = step(fut)
+    assert await fut == 5
+    assert len(asked) == 5
+    await flow.shutdown()
+
+
 async def test_awaitable_backend_and_async_with():
     backend = await LocalExecutionBackend(ThreadPoolExecutor(max_workers=2))
     assert isinstance(backend, LocalExecutionBackend)

@@ -77,6 +77,10 @@ class ExecutionBackend(abc.ABC):
             handles in place of their results, and the backend itself starts the task
             when they finish (the Dask backend, as plain Dask does). The engine marks
             such a task RUNNING when its inputs have finished.
+        inline: the engine may await the body of a bare ``async def`` function task
+            (see ``TaskOptions.is_bare``) itself, on its own loop: :meth:`direct` gives
+            that body for such a task, and the backend neither reports running nor
+            keeps results. The local backend, unless it runs bodies in processes.
     """
 
     kinds: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.FUNCTION, TaskKind.EXECUTABLE})
@@ -86,6 +90,7 @@ class ExecutionBackend(abc.ABC):
     keeps_results: ClassVar[bool] = False
     services: ClassVar[str | None] = None
     pipelines: bool = False
+    inline: bool = False
 
     def __init__(self, name: str = "default") -> None:
         if not isinstance(name, str) or not name:

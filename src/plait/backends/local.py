@@ -184,6 +184,8 @@ class LocalExecutionBackend(ExecutionBackend):
             )
         self.executor = executor
         self._in_processes = isinstance(executor, ProcessPoolExecutor)
+        # direct() gives a bare async body as it is (unless a subclass says otherwise).
+        self.inline = not self._in_processes and type(self).direct is LocalExecutionBackend.direct
 
     def direct(self, task: TaskDescription) -> Awaitable[Any] | None:
         """An ``async def`` body on this loop, needing no resources: the body's coroutine."""
