@@ -76,13 +76,16 @@ def hole(index: int) -> str:
     return _HOLE % index
 
 
-def template(obj: dict[str, Any], kinds: str) -> bytes | None:
+def template(
+    obj: dict[str, Any], kinds: str, fills: dict[str, bytes] | None = None
+) -> bytes | None:
     """The line of ``obj`` as a ``%`` template: its holes filled in per line, the rest encoded once.
 
     ``obj`` holds ``hole(0)``, ``hole(1)``... in that order; ``kinds[i]`` says what the
     i-th becomes: ``v`` a ``%s`` for a JSON value given encoded (:func:`value`), ``t``
     a ``"%s"`` for text that needs no escaping, ``d`` a ``%d`` for an int, ``x`` a
-    ``"0x%x"`` for an int written as ``hex()`` writes it (a span id).
+    ``"0x%x"`` for an int written as ``hex()`` writes it (a span id); ``fills`` may add
+    kinds of its own (their text, with its ``%`` directive, in place of the hole).
     Every other ``%`` is doubled, so ``template(obj, kinds) % args`` is the line of
     ``obj`` with the values in place.
 
@@ -91,12 +94,13 @@ def template(obj: dict[str, Any], kinds: str) -> bytes | None:
         string that happens to hold one): such lines are encoded whole instead.
     """
     encoded = line(obj).replace(b"%", b"%%")
+    fills = _FILLS if fills is None else {**_FILLS, **fills}
     at = 0
     for index, kind in enumerate(kinds):
         mark = value(hole(index))
         found = encoded.find(mark, at)
         if found < 0 or encoded.count(mark) != 1:
             return None
-        encoded = encoded[:found] + _FILLS[kind] + encoded[found + len(mark) :]
+        encoded = encoded[:found] + fills[kind] + encoded[found + len(mark) :]
         at = found
     return encoded

@@ -213,12 +213,19 @@ def define_event(name: str, **fields: Any) -> type[BaseEvent]:
 _ids = itertools.count()
 _ID_FORMAT = os.urandom(10).hex() + "%012x"
 _ID_BYTES = _ID_FORMAT.encode()  # the same ids, formatted straight into a line
-_STEP_LINE = b'{"event_id":"%s","event_type":"%s","name":"%s","event_time":%s,"emit_time":%s,%s}\n'
+_EVENT_ID = {"e": b'"' + _ID_BYTES + b'"'}
+"""A template's event-id hole (kind ``e``): filled with the count alone, the line's one
+``%`` operation writes the id (no bytes object made per id)."""
+_STEP_LINE = (
+    b'{"event_id":"' + _ID_BYTES  # the prefix is hex: its one %-directive is the count's
+    + b'","event_type":"%s","name":"%s","event_time":%s,"emit_time":%s,%s}\n'
+)  # fmt: skip
 """A middle step's line: the fields that change, then the task's constant part."""
 STEP_TYPES = {kind: _TASK_TYPES[kind].encode() for kind in _STEPS}
 """A middle step's ``event_type``, encoded."""
-EVENT_IDS: Iterator[bytes] = map(_ID_BYTES.__mod__, _ids)
-"""Event ids as they go into a line (``next(EVENT_IDS)``), from :func:`new_event_id`'s count."""
+EVENT_NUMBERS: Iterator[int] = _ids
+"""The count behind event ids: ``next(EVENT_NUMBERS)`` fills a template's event id (the
+same count as :func:`new_event_id`'s)."""
 
 
 def new_event_id() -> str:
@@ -459,7 +466,7 @@ class RhapsodyView:
         step = STEP_TYPES[kind]
         # The same JSON as the general path, without a dict per line: the varying
         # fields (ids, step names and numbers, none needing escapes) formatted in.
-        return _STEP_LINE % (next(EVENT_IDS), step, step, number(when), emit, constant)
+        return _STEP_LINE % (next(_ids), step, step, number(when), emit, constant)
 
     def adopt(self, uid: str, constant: bytes, started: float | None) -> None:
         """Take over a task whose lines were made elsewhere from templates.
@@ -492,9 +499,11 @@ class RhapsodyView:
         completed["attributes"] = final_attributes(static, desc, EventKind.COMPLETED, None)
         completed["duration_seconds"] = hole(4)
         made = [
-            template(_as_line(created, trace_id, hole(5)), "tvvvvx"),
+            template(_as_line(created, trace_id, hole(5)), "evvvvx", _EVENT_ID),
             template(constant, "vx"),
-            None if desc.extra else template(_as_line(completed, trace_id, hole(5)), "tvvvvx"),
+            None
+            if desc.extra
+            else template(_as_line(completed, trace_id, hole(5)), "evvvvx", _EVENT_ID),
         ]
         if made[0] is None or made[1] is None:
             return None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from plait.task import TaskKind
 from plait.telemetry.events import EventKind, Record
 from plait.telemetry.jsonl import number, value
-from plait.telemetry.schema import EVENT_IDS, STEP_TYPES, TaskTemplates
+from plait.telemetry.schema import EVENT_NUMBERS, STEP_TYPES, TaskTemplates
 from plait.telemetry.spans import SPAN_MASK
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class LineEncoder:
         events, spans, live, clock = self._events, self._spans, self._live, self._clock
         line, step_line, span_of, add = events.line, events.step_line, spans.span_of, spans.add
         trace, shape_of, salt = spans.trace_hex, self._shape, spans.salt
-        ids, step_types = EVENT_IDS, STEP_TYPES
+        ids, step_types = EVENT_NUMBERS, STEP_TYPES
         templated = not spans.tracing  # OpenTelemetry sees every record through add()
         chunk = WRITE_CHUNK * RECORD_SIZE
         for begin in range(0, len(records), chunk):
@@ -201,7 +201,7 @@ class LineEncoder:
         spans, started = self._spans, self._clock.pop(desc.uid)
         append(
             shape.events.completed  # type: ignore[operator]  # checked by the caller
-            % (next(EVENT_IDS), number(when), emit, encoded_uid, number(when - started), span)
+            % (next(EVENT_NUMBERS), number(when), emit, encoded_uid, number(when - started), span)
         )
         start_ns, end_ns = int(started * 1e9), int(when * 1e9)
         if desc.parent is None and desc.workflow_id is None:
