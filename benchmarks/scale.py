@@ -7,9 +7,12 @@ Usage::
     python benchmarks/scale.py --telemetry          # plait also with JSONL telemetry on
 
 Every (system, workload, size) runs in a fresh process, so that each size starts from
-an empty heap. Reported: µs per task (submit all, then await all; engine start-up
-excluded), plait's ratio to raw asyncio, and peak memory per task above the process's
-own before the work (``ru_maxrss``). With ``--telemetry``, plait runs a third time with
+an empty heap; sizes under half a million tasks run three times, each in a fresh
+process, and the median is reported (one run of 10,000 tasks moves by ±30% on a
+shared machine); ``--repeats N`` sets it for every size. Reported: µs per task
+(submit all, then await all; engine start-up excluded), plait's ratio to raw asyncio,
+and peak memory per task above the process's own before the work (``ru_maxrss``).
+With ``--telemetry``, plait runs a third time with
 ``start_telemetry(checkpoint_path=...)``: the run's µs per task, its ratio to plait
 without telemetry, and the final flush (``shutdown()``) per task.
 """
@@ -78,12 +81,23 @@ def measure(system: str, workload: str, size: int) -> dict[str, Any]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def _median(system: str, workload: str, size: int, repeats: int) -> dict[str, Any]:
+    """The run with the median time of ``repeats`` fresh-process runs."""
+    runs = sorted((measure(system, workload, size) for _ in range(repeats)), key=_seconds)
+    return runs[len(runs) // 2]
+
+
+def _seconds(run: dict[str, Any]) -> float:
+    return float(run["seconds"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--one", nargs=3, metavar=("SYSTEM", "WORKLOAD", "SIZE"))
     parser.add_argument("--only", default="W1,W5")
     parser.add_argument("--sizes", help="comma-separated sizes (W1: tasks, W5: side)")
     parser.add_argument("--telemetry", action="store_true")
+    parser.add_argument("--repeats", type=int, help="fresh-process runs per measurement")
     options = parser.parse_args()
     if options.one:
         system, workload, size = options.one
@@ -96,7 +110,9 @@ def main() -> None:
     for workload in options.only.split(","):
         sizes = [int(s) for s in options.sizes.split(",")] if options.sizes else SIZES[workload]
         for size in sizes:
-            got = {system: measure(system, workload, size) for system in systems}
+            tasks = size if workload == "W1" else size * size
+            repeats = options.repeats or (3 if tasks < 500_000 else 1)
+            got = {system: _median(system, workload, size, repeats) for system in systems}
             raw, plait = got["raw"], got["plait"]
             per = {s: got[s]["seconds"] / got[s]["tasks"] * 1e6 for s in systems}
             line = (
