@@ -36,7 +36,6 @@ from plait.decorators import (
 )
 from plait.errors import ConfigurationError, EngineShutdownError, PlaitError
 from plait.future import PlaitFuture
-from plait.journal import Journal
 from plait.reference import ReferenceHooks
 from plait.scheduler import Scheduler
 from plait.signals import SignalHandlers
@@ -44,6 +43,7 @@ from plait.staging.sandbox import Stager
 from plait.telemetry.events import EventBus, EventKind, Record, TaskEvent
 
 if TYPE_CHECKING:
+    from plait.journal import Journal
     from plait.telemetry.manager import TelemetryManager
     from plait.telemetry.progress import ProgressDisplay
 from plait.task import TaskDescription, TaskTemplate
@@ -113,7 +113,11 @@ class WorkflowEngine(ReferenceHooks):
         self._scheduler = Scheduler(self.loop, own, own[self._default_name], self.uid, stager)
         self._bus = EventBus(self._default_name, self._set_publisher)
         journal = journal or os.environ.get(ENV_JOURNAL) or None
-        self.journal = Journal(journal) if journal else None
+        self.journal: Journal | None = None
+        if journal:
+            from plait.journal import Journal  # sqlite3 and the journal: only when asked
+
+            self.journal = Journal(journal)
         self._scheduler.journal = self.journal
         self._event_queues: set[asyncio.Queue[TaskEvent | None]] = set()
         self._telemetry: list[TelemetryManager] = []

@@ -52,7 +52,7 @@ from dataclasses import replace
 from operator import is_ as _is
 from pathlib import Path
 from time import time as _now
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plait.attempts import build, run_attempts
 from plait.backends.base import ExecutionBackend, RemoteResult
@@ -75,7 +75,6 @@ from plait.future import (
     settle_remote,
 )
 from plait.graph import Node, add_dependent, downstream, release
-from plait.journal import Journal
 from plait.services.manager import ServiceManager
 from plait.signals import Abort
 from plait.staging.files import DataFile
@@ -90,6 +89,9 @@ from plait.task import (
     make_options,
 )
 from plait.telemetry.events import EventKind, Record
+
+if TYPE_CHECKING:
+    from plait.journal import Journal
 
 __all__ = ["Scheduler"]
 

@@ -36,13 +36,12 @@ import inspect
 import logging
 import os
 import resource
+import sys
 import traceback
 from collections.abc import AsyncIterator, Awaitable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, ClassVar
 
-import cloudpickle
 import psutil
 
 from plait.backends.base import ExecutionBackend
@@ -86,8 +85,20 @@ exception its type name, message and traceback text)``. Only bytes and strings c
 the pool's own pickling, so nothing the task made can break the pool."""
 
 
+def _is_process_pool(executor: Executor) -> bool:
+    """Whether ``executor`` is a ``ProcessPoolExecutor`` (or a subclass).
+
+    Asked without importing ``concurrent.futures.process`` (and multiprocessing with
+    it): an executor made from that class means the module is loaded already.
+    """
+    module = sys.modules.get("concurrent.futures.process")
+    return module is not None and isinstance(executor, module.ProcessPoolExecutor)
+
+
 def _call_pickled(payload: bytes) -> _Reply:
     """Run a cloudpickled ``(func, args, kwargs)`` in a worker process."""
+    import cloudpickle  # process pools only (see _is_process_pool)
+
     try:
         func, args, kwargs = cloudpickle.loads(payload)
         result = func(*args, **kwargs)
@@ -106,6 +117,8 @@ def _call_pickled(payload: bytes) -> _Reply:
 
 def _unpickle_reply(task: TaskDescription, reply: _Reply) -> Any:
     """The result of a worker's reply, or raise the exception it carries."""
+    import cloudpickle
+
     ok, blob, type_name, message, text = reply
     if ok:
         assert blob is not None
@@ -183,7 +196,7 @@ class LocalExecutionBackend(ExecutionBackend):
                 f"or ProcessPoolExecutor, got {type(executor).__name__}"
             )
         self.executor = executor
-        self._in_processes = isinstance(executor, ProcessPoolExecutor)
+        self._in_processes = _is_process_pool(executor)
         # direct() gives a bare async body as it is (unless a subclass says otherwise).
         self.inline = not self._in_processes and type(self).direct is LocalExecutionBackend.direct
 
@@ -245,6 +258,10 @@ class LocalExecutionBackend(ExecutionBackend):
             give_up()
 
     async def _run_in_process(self, task: TaskDescription) -> Any:
+        from concurrent.futures.process import BrokenProcessPool
+
+        import cloudpickle
+
         payload = cloudpickle.dumps((task.func, task.args, task.kwargs))
         pool = self.executor
         try:
@@ -274,6 +291,8 @@ class LocalExecutionBackend(ExecutionBackend):
         try:
             self.executor = type(broken)(**settings)
         except TypeError:  # a subclass with a constructor of its own
+            from concurrent.futures import ProcessPoolExecutor
+
             self.executor = ProcessPoolExecutor(max_workers=settings["max_workers"])
         logger.warning(
             "backend %r: a worker process died; the process pool was replaced", self.name

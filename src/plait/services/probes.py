@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +95,11 @@ class Probe:
 
 
 def _http_ok(url: str) -> bool:
+    # Imported here: urllib.request brings http.client, ssl and email, which only an
+    # HTTP probe needs (not every engine that imports plait).
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=MAX_DELAY * 5) as reply:
             return 200 <= int(reply.status) < 300
