@@ -513,10 +513,7 @@ class Scheduler:
                         staged = await self._remote_inputs(node, backend, staged)
                 args, kwargs = desc.args, desc.kwargs  # as called: a pipelined rerun needs them
                 if node._deps or staged:
-                    try:
-                        desc.args, desc.kwargs = substitute(args, kwargs, staged)
-                    except TypeError as exc:
-                        raise self._unplaceable(desc, exc) from exc
+                    self._put_results(desc, staged)
                     if self.services.active:  # a service it takes may be restarting
                         await self.services.ready_for(node)
                 if bare:
@@ -693,18 +690,14 @@ class Scheduler:
                 await dep  # fetch the value into this process
         return replacements
 
-    @classmethod
-    def _put_results(cls, desc: TaskDescription, staged: dict[int, Any] | None) -> None:
+    @staticmethod
+    def _put_results(desc: TaskDescription, staged: dict[int, Any] | None) -> None:
         try:
             desc.args, desc.kwargs = substitute(desc.args, desc.kwargs, staged)
         except TypeError as exc:
-            raise cls._unplaceable(desc, exc) from exc
-
-    @staticmethod
-    def _unplaceable(desc: TaskDescription, exc: TypeError) -> InvalidTaskError:
-        return InvalidTaskError(
-            f"cannot put the dependency results of {desc.name!r} ({desc.uid}) in place: {exc}"
-        )
+            raise InvalidTaskError(
+                f"cannot put the dependency results of {desc.name!r} ({desc.uid}) in place: {exc}"
+            ) from exc
 
     async def _run_block(self, node: Node) -> Any:
         desc = node._desc
