@@ -517,7 +517,7 @@ class Scheduler:
                     if self.services.active:  # a service it takes may be restarting
                         await self.services.ready_for(node)
                 if bare:
-                    if node._state is _PENDING:
+                    if node._state is _PENDING:  # started(), inline; nobody listens here
                         node._state = _RUNNING
                     value = await desc.func(*desc.args, **desc.kwargs)
                 elif kind is _BLOCK:
