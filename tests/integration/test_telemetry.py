@@ -278,18 +278,34 @@ async def test_a_flush_cancelled_while_it_writes_loses_no_line(tmp_path):
     assert lines[-2]["name"] == "session"  # the closing lines come after every event
 
 
-async def test_function_task_lines_from_templates_equal_the_general_ones(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("journal", "chunk"), [(True, None), (False, None), (False, 3), (False, 2)]
+)
+async def test_function_task_lines_from_templates_equal_the_general_ones(
+    tmp_path, monkeypatch, journal, chunk
+):
     # A function task's TaskCreated, TaskCompleted and span lines are formatted from
-    # templates of its shape; each must be the general path's line byte for byte.
+    # templates of its shape; each must be the general path's line byte for byte. A
+    # task's first three records (created, resolved, queued) and its last three
+    # (submitted, started, completed) are written from one template when they come one
+    # after another in a chunk: chunks of 3 and 2 records cut such groups apart. (With
+    # a journal, a task's result is stored before it completes: no task's last three
+    # come together.)
     import random
     import re
 
+    from plait.telemetry import writer
     from plait.telemetry.schema import RhapsodyView
     from plait.telemetry.spans import SpanBuilder
     from plait.telemetry.writer import LineEncoder
 
+    if chunk is not None:
+        monkeypatch.setattr(writer, "WRITE_CHUNK", chunk)
+
     flow = await WorkflowEngine.create(
-        work_dir=str(tmp_path), handle_signals=False, journal=str(tmp_path / "run.db")
+        work_dir=str(tmp_path),
+        handle_signals=False,
+        journal=str(tmp_path / "run.db") if journal else None,
     )
     manager = await flow.start_telemetry(checkpoint_interval=3600)
 
@@ -324,7 +340,7 @@ async def test_function_task_lines_from_templates_equal_the_general_ones(tmp_pat
         await asyncio.gather(odd(first, plain(2)), plain(first), group())
     with pytest.raises(ZeroDivisionError):
         await broken()
-    assert await plain(2) == 2  # from the journal: cached, handed over
+    assert await plain(2) == 2  # from the journal (when there is one): cached, handed over
 
     @flow.function_task
     async def slow():
@@ -343,11 +359,20 @@ async def test_function_task_lines_from_templates_equal_the_general_ones(tmp_pat
     records = manager._records[:]
     await flow.shutdown()
 
+    closings = []
+
     def lines(templated):
         random.seed(7)  # the same span ids both times
         encoder = LineEncoder(RhapsodyView(flow.uid, "default"), SpanBuilder(*spans_args))
         if not templated:
             monkeypatch.setattr(encoder, "_shape", lambda desc: None)
+        closing = encoder._closing
+
+        def counted(*args):
+            closings.append(args[2].uid)
+            closing(*args)
+
+        monkeypatch.setattr(encoder, "_closing", counted)
         encoded = b"".join(encoder.encode(records))
         # Event ids and emit times differ from one encoding to the next.
         # (orjson writes "k":v; the standard json, without orjson, "k": v.)
@@ -359,9 +384,12 @@ async def test_function_task_lines_from_templates_equal_the_general_ones(tmp_pat
     general, _, _ = lines(False)
     assert len(fast) == len(general) > 50
     assert fast == general
+    # Tasks that end as soon as they start close in one template, unless cut apart.
+    assert len(closings) >= (0 if journal or chunk == 2 else 1 if chunk == 3 else 4)
     assert len(encoder._shapes) >= 3  # templates were used...
     kinds = {x.get("event_type") or x["name"] for x in written}
-    assert {"block", "TaskFailed", "plait.TaskRetried", "plait.TaskCached"} <= kinds
+    assert {"block", "TaskFailed", "plait.TaskRetried"} <= kinds
+    assert ("plait.TaskCached" in kinds) is journal
     assert "TaskCanceled" in kinds
     assert any(x["attributes"].get("task_type") == "executable" for x in written)
     assert not (encoder._live or encoder._clock)
@@ -451,6 +479,30 @@ async def test_an_event_that_cannot_be_encoded_costs_only_itself(tmp_path, caplo
     assert "the custom event of app.Note cannot be written" in caplog.text
 
 
+async def test_a_write_that_fails_fails_its_flush_and_the_next_flush_writes(tmp_path):
+    # Lines are encoded in one thread and written in another: a write that fails (a
+    # full disk: /dev/full) must still reach the flush that made it, after every write
+    # of that flush has ended, and the checkpoint goes on with the next flush.
+    flow, path, manager, noop = await recorded(tmp_path)
+    n = 3_000  # 18,000 records: several chunks of lines, more than wait at once
+    await asyncio.gather(*[noop(i) for i in range(n)])
+    good = manager._file
+    manager._file = open("/dev/full", "ab")  # closed below
+    try:
+        with pytest.raises(OSError) as failed:
+            await manager.flush()
+        assert failed.value.errno == 28  # ENOSPC, from the file thread
+    finally:
+        manager._file.close()
+        manager._file = good
+    assert await asyncio.gather(*[noop(i) for i in range(10)]) == list(range(10))
+    await flow.shutdown()
+    lines = read_jsonl(path)
+    done = [x for x in lines if x.get("event_type") == "TaskCompleted"]
+    assert len(done) == 10  # the failed flush's lines are not in the file; the next's are
+    assert lines[-1]["section"] == "metric" and lines[-1]["tasks_completed"] == n + 10
+
+
 async def test_two_checkpoints_of_one_engine_are_both_whole(tmp_path):
     # Each writer follows the tasks on its own: two on one engine, flushed in turns
     # while the tasks run, must not mix their state.
@@ -504,4 +556,4 @@ def test_the_checkpoint_is_the_same_without_orjson(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "4 passed" in done.stdout
+    assert "7 passed" in done.stdout  # the templates test runs four ways

@@ -31,8 +31,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_FLUSH_INTERVAL = 5.0
 FLUSH_AT_RECORDS = 200_000
 SIZE_CHECK_INTERVAL = 0.5
+WRITES_AHEAD = 2
+"""Chunks of lines (see :data:`~plait.telemetry.writer.WRITE_CHUNK`) encoded ahead of the file."""
 
 
 def _open_for_append(path: Path) -> IO[bytes]:
@@ -171,8 +174,10 @@ class TelemetryManager:
         self._tally = Tally()
         self._writing: list[list[Any]] = []  # taken by flushes, not yet tallied (flat)
         # One thread writes, so that writes keep their order and never overlap, even
-        # when a flush is cancelled while its write runs (see flush()).
+        # when a flush is cancelled while its write runs (see flush()). It encodes; a
+        # second puts the lines in the file meanwhile (see _put).
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plait-telemetry")
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plait-telemetry-file")
         self._tally_lock = threading.Lock()
         self._host = socket.gethostname()
         self._file: IO[bytes] | None = None
@@ -396,16 +401,34 @@ class TelemetryManager:
     def _write(self, records: list[Any]) -> None:
         """In the writer thread: one flush's records as lines, then into the tally."""
         try:
-            out = self._file
-            for lines in self._lines.encode(records):
-                if out is not None:
-                    out.write(lines)
-            if out is not None:
-                out.flush()
+            if self._file is None:
+                for _ in self._lines.encode(records):
+                    pass
+            else:
+                self._put(self._file, self._lines.encode(records))
         finally:
             with self._tally_lock:
                 self._tally.add(records)
                 self._writing.remove(records)
+
+    def _put(self, out: IO[bytes], chunks: Iterator[bytes]) -> None:
+        """Write ``chunks`` to ``out`` in the file thread while the next are encoded here.
+
+        A write lets go of the interpreter while the kernel copies the lines, so the
+        two overlap; at most ``WRITES_AHEAD`` chunks wait. Returns once all are in the
+        file (flushed); raises the first write's error, after the others have ended.
+        """
+        pending: deque[Future[Any]] = deque()
+        try:
+            for lines in chunks:
+                pending.append(self._disk.submit(out.write, lines))
+                if len(pending) > WRITES_AHEAD:
+                    pending.popleft().result()
+            pending.append(self._disk.submit(out.flush))
+            while pending:
+                pending.popleft().result()
+        finally:
+            wait(pending)  # after an error: nothing still writing when the caller goes on
 
     def _metric_line(self) -> bytes:
         """The run's counters, as RHAPSODY's metric snapshot names them."""
@@ -459,6 +482,7 @@ class TelemetryManager:
                 await self._in_writer(self._close)  # after every write, cancelled flushes' too
             finally:
                 self._writer.shutdown(wait=False)
+                self._disk.shutdown(wait=False)
 
     def _close(self) -> None:
         """In the writer thread: the closing lines, then the file and the providers."""

@@ -216,13 +216,19 @@ _ID_BYTES = _ID_FORMAT.encode()  # the same ids, formatted straight into a line
 _EVENT_ID = {"e": b'"' + _ID_BYTES + b'"'}
 """A template's event-id hole (kind ``e``): filled with the count alone, the line's one
 ``%`` operation writes the id (no bytes object made per id)."""
-_STEP_LINE = (
-    b'{"event_id":"' + _ID_BYTES  # the prefix is hex: its one %-directive is the count's
-    + b'","event_type":"%s","name":"%s","event_time":%s,"emit_time":%s,%s}\n'
-)  # fmt: skip
-"""A middle step's line: the fields that change, then the task's constant part."""
-STEP_TYPES = {kind: _TASK_TYPES[kind].encode() for kind in _STEPS}
-"""A middle step's ``event_type``, encoded."""
+
+
+def _step_line(kind: EventKind) -> bytes:
+    step = _TASK_TYPES[kind].encode()  # no escapes, no %: plait's own names
+    return (
+        b'{"event_id":"' + _ID_BYTES  # the prefix is hex: its one %-directive is the count's
+        + b'","event_type":"' + step + b'","name":"' + step
+        + b'","event_time":%s,"emit_time":%s,%s}\n'
+    )  # fmt: skip
+
+
+STEP_LINES = {kind: _step_line(kind) for kind in _STEPS}
+"""A middle step's line, by kind: event id, time, emit time, then the task's constant part."""
 EVENT_NUMBERS: Iterator[int] = _ids
 """The count behind event ids: ``next(EVENT_NUMBERS)`` fills a template's event id (the
 same count as :func:`new_event_id`'s)."""
@@ -303,15 +309,14 @@ class TaskTemplates(NamedTuple):
             span id.
         constant: the part of every line of the task that never changes: task id,
             span id.
-        step: a middle step: event id, type, name (the type again), time, emit time,
-            task id, span id.
+        steps: a middle step's, by kind: event id, time, emit time, task id, span id.
         completed: ``TaskCompleted``: event id, time, emit time, task id, duration,
             span id; None when the task reports details of its own.
     """
 
     created: bytes
     constant: bytes
-    step: bytes
+    steps: dict[EventKind, bytes]
     completed: bytes | None
 
 
@@ -463,10 +468,9 @@ class RhapsodyView:
             self._starts[desc.uid] = when
         # One flush's chunk shares its emit time, encoded once.
         emit = self._emit_json if self._emit_time is not None else number(time.time())
-        step = STEP_TYPES[kind]
         # The same JSON as the general path, without a dict per line: the varying
-        # fields (ids, step names and numbers, none needing escapes) formatted in.
-        return _STEP_LINE % (next(_ids), step, step, number(when), emit, constant)
+        # fields (ids and numbers, none needing escapes) formatted in.
+        return STEP_LINES[kind] % (next(_ids), number(when), emit, constant)
 
     def adopt(self, uid: str, constant: bytes, started: float | None) -> None:
         """Take over a task whose lines were made elsewhere from templates.
@@ -508,8 +512,10 @@ class RhapsodyView:
         if made[0] is None or made[1] is None:
             return None
         constant_part = made[1][1:-2]
-        step = _STEP_LINE.replace(b"%s}", constant_part + b"}")  # the task's part in place
-        return TaskTemplates(made[0], constant_part, step, made[2])
+        steps = {  # each with the task's part in place
+            kind: line.replace(b"%s}", constant_part + b"}") for kind, line in STEP_LINES.items()
+        }
+        return TaskTemplates(made[0], constant_part, steps, made[2])
 
     def _session_level(
         self, base: dict[str, Any], kind: EventKind, name: str, info: Any

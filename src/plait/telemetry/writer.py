@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from plait.task import TaskKind
 from plait.telemetry.events import EventKind, Record
 from plait.telemetry.jsonl import number, value
-from plait.telemetry.schema import EVENT_NUMBERS, STEP_TYPES, TaskTemplates
+from plait.telemetry.schema import EVENT_NUMBERS, STEP_LINES, TaskTemplates
 from plait.telemetry.spans import SPAN_MASK
 
 if TYPE_CHECKING:
@@ -28,14 +28,15 @@ __all__ = ["RECORD_SIZE", "LineEncoder", "Tally", "records_of"]
 
 logger = logging.getLogger(__name__)
 
-WRITE_CHUNK = 1_000
+WRITE_CHUNK = 4_000
+"""Records encoded at a time: their lines (about 2 MB for function tasks) are one write."""
 _ENDED_NAMES = {
     EventKind.COMPLETED: "completed",
     EventKind.FAILED: "failed",
     EventKind.CANCELLED: "canceled",
 }
 _ENDED = frozenset(_ENDED_NAMES)
-_STEPS = frozenset(STEP_TYPES)
+_STEPS = frozenset(STEP_LINES)
 """A task's middle steps: resolved, queued, submitted, started."""
 _LOGGED_FAILURES = 10
 """Records that cannot be encoded are logged up to this many times; the rest are counted."""
@@ -48,6 +49,7 @@ RECORD_SIZE = 4  # a Record's items, each a slot of the flat list
 # metaclass (about 40 ns on CPython 3.11), a global about 5 ns.
 _CREATED, _STARTED, _COMPLETED = EventKind.CREATED, EventKind.STARTED, EventKind.COMPLETED
 _SUBMITTED, _RETRIED, _RESOURCE = EventKind.SUBMITTED, EventKind.RETRIED, EventKind.RESOURCE
+_RESOLVED, _QUEUED = EventKind.RESOLVED, EventKind.QUEUED
 _FUNCTION, _BLOCK = TaskKind.FUNCTION, TaskKind.BLOCK
 
 
@@ -95,11 +97,14 @@ class LineEncoder:
         """
         events, spans, live, clock = self._events, self._spans, self._live, self._clock
         line, step_line, span_of, add = events.line, events.step_line, spans.span_of, spans.add
-        trace, shape_of, salt = spans.trace_hex, self._shape, spans.salt
-        ids, step_types = EVENT_NUMBERS, STEP_TYPES
+        trace, shape_of, salt, ids = spans.trace_hex, self._shape, spans.salt, EVENT_NUMBERS
         templated = not spans.tracing  # OpenTelemetry sees every record through add()
         chunk = WRITE_CHUNK * RECORD_SIZE
         for begin in range(0, len(records), chunk):
+            part = records[begin : begin + chunk]
+            # A group of three records fits in the chunk when its first starts here or
+            # before (a record's index is four times its number).
+            fits = len(part) - 3 * RECORD_SIZE
             lines: list[bytes] = []
             append = lines.append
             events.emit_time = now = time.time()
@@ -107,11 +112,14 @@ class LineEncoder:
             desc: Any  # a task's description for every task kind below
             # A task's records mostly come one after another (created, resolved, queued;
             # submitted, started, completed): its uid and span id, encoded for the last
-            # record, serve the next ones; a time shared by two records likewise.
+            # record, serve the next ones; a time shared by two records likewise. When
+            # all three are there, they are one template's lines, and the loop skips
+            # the two it has written.
             last_uid = last_when = None
             uid_json = when_json = b""
             span = 0
-            for kind, desc, when, info in records_of(records[begin : begin + chunk]):
+            numbered = enumerate(records_of(part))
+            for at, (kind, desc, when, info) in numbered:
                 if kind in _STEPS:  # a task's middle step
                     uid = desc.uid
                     shape = live.get(uid)
@@ -121,9 +129,26 @@ class LineEncoder:
                             span = (hash(uid) ^ salt) & SPAN_MASK or 1  # spans.task_span(uid)
                         if when is not last_when:
                             last_when, when_json = when, number(when)
-                        step = step_types[kind]
-                        holes = (next(ids), step, step, when_json, emit, uid_json, span)
-                        append(shape.events.step % holes)
+                        if kind is _SUBMITTED and shape.closing is not None:
+                            at *= RECORD_SIZE
+                            if (
+                                at <= fits
+                                and part[at + 5] is desc
+                                and part[at + 9] is desc
+                                and part[at + 4] is _STARTED
+                                and part[at + 8] is _COMPLETED
+                                and not desc.extra
+                            ):  # submitted, started, completed: its last lines
+                                del live[uid], clock[uid]  # it ends here
+                                started, ended = part[at + 6], part[at + 10]
+                                self._closing(
+                                    append, shape, desc, when_json, started, ended, emit,
+                                    uid_json, span,
+                                )  # fmt: skip
+                                next(numbered), next(numbered)
+                                continue
+                        holes = (next(ids), when_json, emit, uid_json, span)
+                        append(shape.events.steps[kind] % holes)
                         if kind is _STARTED:
                             live[uid], clock[uid] = shape.running, when
                         continue
@@ -141,6 +166,28 @@ class LineEncoder:
                             uid_json, span = value(uid), (hash(uid) ^ salt) & SPAN_MASK or 1
                             last_when, when_json = when, number(when)
                             depends_on = value(desc.depends_on)
+                            at *= RECORD_SIZE
+                            if (
+                                at <= fits
+                                and part[at + 5] is desc
+                                and part[at + 9] is desc
+                                and part[at + 4] is _RESOLVED
+                                and part[at + 8] is _QUEUED
+                            ):  # created, resolved, queued: its first lines
+                                ready, queued = part[at + 6], part[at + 10]
+                                ready_json = when_json if ready is when else number(ready)
+                                queued_json = ready_json if queued is ready else number(queued)
+                                append(
+                                    shape.opening
+                                    % (
+                                        next(ids), when_json, emit, uid_json, depends_on, span,
+                                        next(ids), ready_json, emit, uid_json, span,
+                                        next(ids), queued_json, emit, uid_json, span,
+                                    )
+                                )  # fmt: skip
+                                last_when, when_json = queued, queued_json
+                                next(numbered), next(numbered)
+                                continue
                             first = (next(ids), when_json, emit, uid_json, depends_on, span)
                             append(shape.events.created % first)
                             continue
@@ -198,30 +245,64 @@ class LineEncoder:
 
         ``encoded_uid`` and ``span`` are its uid as JSON and its span id.
         """
-        spans, started = self._spans, self._clock.pop(desc.uid)
+        started = self._clock.pop(desc.uid)
+        start_ns, end_ns = int(started * 1e9), int(when * 1e9)
+        ended_json = number(when)
         append(
             shape.events.completed  # type: ignore[operator]  # checked by the caller
-            % (next(EVENT_NUMBERS), number(when), emit, encoded_uid, number(when - started), span)
+            % (next(EVENT_NUMBERS), ended_json, emit, encoded_uid, number(when - started), span)
         )
-        start_ns, end_ns = int(started * 1e9), int(when * 1e9)
-        if desc.parent is None and desc.workflow_id is None:
-            parent = spans.session_span
-        else:
-            parent = spans.parent_span(desc)
-        duration_ms = number(round((end_ns - start_ns) / 1e6, 3))
         append(
             shape.span
             % (
                 span,
-                parent,
+                self._parent_span(desc),
                 start_ns,
                 end_ns,
                 number(started),
-                number(when),
-                duration_ms,
+                ended_json,
+                number(round((end_ns - start_ns) / 1e6, 3)),  # the duration in ms
                 encoded_uid,
             )
         )
+
+    def _closing(
+        self,
+        append: Callable[[bytes], None],
+        shape: _Shape,
+        desc: TaskDescription,
+        submitted_json: bytes,
+        started: float,
+        ended: float,
+        emit: bytes,
+        encoded_uid: bytes,
+        span: int,
+    ) -> None:
+        """A live task's last lines, at once: submitted, started, completed, its span.
+
+        What :meth:`_completed` writes, with the two steps before it in the same
+        template (``submitted_json`` is when it was submitted, as JSON).
+        """
+        ids = EVENT_NUMBERS
+        started_json, ended_json = number(started), number(ended)
+        start_ns, end_ns = int(started * 1e9), int(ended * 1e9)
+        append(
+            shape.closing  # type: ignore[operator]  # checked by the caller
+            % (
+                next(ids), submitted_json, emit, encoded_uid, span,
+                next(ids), started_json, emit, encoded_uid, span,
+                next(ids), ended_json, emit, encoded_uid, number(ended - started), span,
+                span, self._parent_span(desc), start_ns, end_ns, started_json, ended_json,
+                number(round((end_ns - start_ns) / 1e6, 3)), encoded_uid,
+            )
+        )  # fmt: skip
+
+    def _parent_span(self, desc: TaskDescription) -> int:
+        """The span id of the span a task's span is in: its block's, scope's, or the session's."""
+        spans = self._spans
+        if desc.parent is None and desc.workflow_id is None:
+            return spans.session_span
+        return spans.parent_span(desc)
 
     def _hand_over(self, uid: str, shape: _Shape) -> None:
         """Give a live task to the general path: its start and its lines' constant part."""
@@ -255,16 +336,25 @@ class _Shape:
     """The templates of the lines of one shape of function task (function, name,
     workflow, parent block, backend): its events' and its span's.
 
+    ``opening`` and ``closing`` join the lines a task's records most often make one
+    after another: created, resolved and queued; submitted, started, completed and the
+    span (None when the task's completed line has no template).
+
     A shape has a twin, ``running``, with the same templates and ``started`` true: a
     live task holds the twin once it has started, which is all that marks it so.
     """
 
-    __slots__ = ("events", "running", "span", "started")
+    __slots__ = ("closing", "events", "opening", "running", "span", "started")
 
     def __init__(self, events: TaskTemplates, span: bytes, *, started: bool) -> None:
         self.events = events
         self.span = span
         self.started = started
+        steps = events.steps
+        self.opening = events.created + steps[_RESOLVED] + steps[_QUEUED]
+        self.closing: bytes | None = None
+        if events.completed is not None and not started:
+            self.closing = steps[_SUBMITTED] + steps[_STARTED] + events.completed + span
         self.running = self if started else _Shape(events, span, started=True)
 
 
