@@ -425,7 +425,7 @@ async def test_every_span_has_its_own_id_and_its_events_name_it(tmp_path):
 async def test_summary_counts_every_task_while_flushes_are_being_written(tmp_path):
     # Records move from the buffer to a flush's batch, then into the tally once
     # written; summary() must count each exactly once whichever stage it is in.
-    flow, _, manager, noop = await recorded(tmp_path)
+    flow, path, manager, noop = await recorded(tmp_path)
     n = 5_000
     await asyncio.gather(*[noop(i) for i in range(n)])
     first = asyncio.create_task(manager.flush())
@@ -443,6 +443,10 @@ async def test_summary_counts_every_task_while_flushes_are_being_written(tmp_pat
 
     assert writing["tasks"] == tasks(n)
     assert buffered["tasks"] == after["tasks"] == tasks(2 * n)
+    # A flush takes the records' list and the engine goes on with a new one: every
+    # task's lines are in the checkpoint, once.
+    done = [x["task_id"] for x in read_jsonl(path) if x.get("event_type") == "TaskCompleted"]
+    assert len(done) == len(set(done)) == 2 * n
     assert after["duration"]["max_seconds"] >= after["duration"]["min_seconds"] > 0
 
 

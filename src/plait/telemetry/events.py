@@ -255,7 +255,17 @@ class EventBus:
         self._sinks = (*self._sinks, sink)
         self._trusted = trusted and len(self._sinks) == 1
         self._changed()
-        return lambda: self._remove_sink(sink)
+        return lambda: self.remove_sink(sink)
+
+    def replace_sink(self, old: Sink, new: Sink) -> None:
+        """Deliver to ``new`` from now on, in ``old``'s place and with its trust."""
+        self._sinks = tuple(new if s is old else s for s in self._sinks)
+        self._changed()
+
+    def remove_sink(self, sink: Sink) -> None:
+        """Deliver no more to ``sink`` (nothing happens when it is not a sink)."""
+        self._sinks = tuple(s for s in self._sinks if s is not sink)
+        self._changed()
 
     def task_event(self, record: Record) -> TaskEvent | None:
         """The default view: a :class:`TaskEvent` (None for resource and session records)."""
@@ -279,10 +289,6 @@ class EventBus:
         self._changed()
         return lambda: self._remove_subscriber(entry)
 
-    def _remove_sink(self, sink: Sink) -> None:
-        self._sinks = tuple(s for s in self._sinks if s is not sink)
-        self._changed()
-
     def _remove_subscriber(self, entry: tuple[Subscriber, View]) -> None:
         self._subscribers = tuple(s for s in self._subscribers if s is not entry)
         self._changed()
@@ -304,7 +310,7 @@ class EventBus:
                 sink(record)
             except Exception:
                 logger.exception("event sink %r failed and was removed", sink)
-                self._remove_sink(sink)
+                self.remove_sink(sink)
         if not self._subscribers:
             return
         made: dict[View, Any] = {}

@@ -183,7 +183,7 @@ class TelemetryManager:
         self._file: IO[bytes] | None = None
         self._sampler: _Sampler | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._remove_sink: Callable[[], None] | None = None
+        self._sink: Callable[[Any], None] | None = None  # the engine's records go here
         self._unsubscribes: list[Callable[[], None]] = []
         self._flush_lock = asyncio.Lock()
         self._started_at = time.time()
@@ -224,7 +224,8 @@ class TelemetryManager:
             self._file = _open_for_append(self.path)
         # The list's own extend is the sink: the cheapest record the engine can make,
         # and a record's items go in flat (see the module docstring).
-        self._remove_sink = self._bus.add_sink(self._records.extend, trusted=True)
+        self._sink = self._records.extend
+        self._bus.add_sink(self._sink, trusted=True)
         self._running = True
         self._started_at = time.time()
         self._bus.publish((EventKind.SESSION_STARTED, self._session_id, self._started_at, None))
@@ -383,12 +384,23 @@ class TelemetryManager:
         async with self._flush_lock:
             if self._closed:  # the writer is gone; stop() wrote everything
                 return
-            records = self._records[:]
-            self._records.clear()  # the same list: the engine extends it directly
+            records = self._take_records()
             if records:
                 with self._tally_lock:
                     self._writing.append(records)
                 await self._in_writer(self._write, records)
+
+    def _take_records(self) -> list[Any]:
+        """The records gathered so far; the engine's next ones go to a new list.
+
+        The lists are swapped, not copied and cleared: a copy of a million tasks'
+        records touches every object they name, twice, on the loop.
+        """
+        taken, self._records = self._records, []
+        if self._sink is not None:
+            old, self._sink = self._sink, self._records.extend
+            self._bus.replace_sink(old, self._sink)
+        return taken
 
     def _in_writer(self, call: Callable[..., None], *args: Any) -> asyncio.Future[None]:
         """Run ``call`` in the writer thread, after what was given it before.
@@ -468,8 +480,9 @@ class TelemetryManager:
         duration = self._ended_at - self._started_at
         self._bus.publish((EventKind.SESSION_ENDED, self._session_id, self._ended_at, duration))
         self._running = False
-        if self._remove_sink is not None:
-            self._remove_sink()
+        if self._sink is not None:
+            self._bus.remove_sink(self._sink)
+            self._sink = None
         for unsubscribe in self._unsubscribes:
             unsubscribe()
         if self._tasks:  # async subscribers still running
