@@ -478,10 +478,10 @@ class Scheduler:
         while True:
             desc = node._desc
             kind, backend = desc.kind, node._backend
-            # A bare async function on a backend that runs it on this loop, with nobody
-            # listening: the general path below comes to awaiting its body, and this
-            # goes there without the questions (no files, no remote or pipelined
-            # inputs, no journal, no services, no events).
+            # A bare async function on a backend that runs it on this loop: the general
+            # path below comes to awaiting its body, and this goes there without the
+            # questions (no files, no remote or pipelined inputs, no journal, no
+            # services).
             bare = (
                 kind is _FUNCTION
                 and desc.options.is_bare
@@ -489,7 +489,6 @@ class Scheduler:
                 and backend.inline
                 and desc.is_async
                 and not (node._files or node._pipelined or self._remote)
-                and self.publish is None
                 and self.journal is None
                 and not self.services.active
             )
@@ -516,9 +515,14 @@ class Scheduler:
                     self._put_results(desc, staged)
                     if self.services.active:  # a service it takes may be restarting
                         await self.services.ready_for(node)
-                if bare:
-                    if node._state is _PENDING:  # started(), inline; nobody listens here
+                if bare:  # _hand_over()'s events and started(), inline
+                    publish = self.publish
+                    if publish is not None:
+                        publish((_SUBMITTED, desc, _now(), None))
+                    if node._state is _PENDING:
                         node._state = _RUNNING
+                        if publish is not None:
+                            publish((_STARTED, desc, _now(), None))
                     value = await desc.func(*desc.args, **desc.kwargs)
                 elif kind is _BLOCK:
                     self.started(node)

@@ -197,8 +197,13 @@ class LocalExecutionBackend(ExecutionBackend):
             )
         self.executor = executor
         self._in_processes = _is_process_pool(executor)
-        # direct() gives a bare async body as it is (unless a subclass says otherwise).
-        self.inline = not self._in_processes and type(self).direct is LocalExecutionBackend.direct
+        # direct() gives a bare async body as it is (unless a subclass says otherwise),
+        # and the engine says when it starts (unless a subclass does).
+        self.inline = (
+            not self._in_processes
+            and type(self).direct is LocalExecutionBackend.direct
+            and not (self.reports_running or self.keeps_results)
+        )
 
     def direct(self, task: TaskDescription) -> Awaitable[Any] | None:
         """An ``async def`` body on this loop, needing no resources: the body's coroutine."""
