@@ -20,17 +20,20 @@ The path of one call:
    failure fails every transitive dependent with :class:`DependencyFailureError`; a
    cancellation cancels them (and, for a block, its members).
 
-Launching is paced, not deferred: at most ``LAUNCH_AHEAD`` tasks are launched in one
-loop iteration. A burst beyond that (a million calls in one loop iteration) waits in
-a FIFO as plain nodes, and each following iteration launches the next
-``LAUNCH_AHEAD`` of them, in order — every ready task still starts as soon as the
-loop gets to it, and no running (or cancelled) task holds the queue. The count is
-reset when the queue is drained, not at every iteration (that would cost a callback
-per iteration that launches anything, one per hop of a chain): the count since the
-last drain bounds the launches of the current iteration all the same, and a task
-that finds it full waits one iteration at most. A waiting call costs two small
-objects, its description and its future (its context is one copy shared with the
-calls made before it in the same context); a launched one, its asyncio task,
+Launching is paced, not deferred: at most ``LAUNCH_AHEAD`` asyncio tasks are started in
+one loop iteration. A burst beyond that (a million calls in one loop iteration) waits
+in a FIFO as plain nodes, and each following iteration starts up to ``LAUNCH_AHEAD``
+runners for it; a runner takes the queue's head when it starts, and when the node it
+runs is done it takes the next head (``CONTINUE_AHEAD`` nodes at most, see
+:meth:`Scheduler._pull`). So the queue is served in order, by few asyncio tasks when
+its tasks end at once and by one each when they wait on something — every ready task
+still starts as soon as the loop gets to it, and no running (or cancelled) task holds
+the queue. The count is reset when the queue is drained, not at every iteration (that
+would cost a callback per iteration that launches anything, one per hop of a chain):
+the count since the last drain bounds the launches of the current iteration all the
+same, and a task that finds it full waits one iteration at most. A waiting call costs
+two small objects, its description and its future (its context is one copy shared
+with the calls made before it in the same context); a launched one, its asyncio task,
 coroutine, handle and a context of its own too, and the garbage collector walks every
 live object again and again as a burst grows.
 
@@ -169,6 +172,10 @@ class Scheduler:
         self._counter = itertools.count(1)
         self._backlog: collections.deque[Node] = collections.deque()  # ready, not launched
         self._burst = 0  # launched since the backlog last drained (see _launch)
+        # The node last given a runner of its own, until that runner's first step: the
+        # queue's head may not start before it (see _pull).
+        self._unstarted: Node | None = None
+        self._pacing = False  # a call of _next_iteration is due
         # The last call's context, shared with the next calls while it is unchanged (see
         # _shared_context); one copy, kept until a call sees other values.
         self._context: contextvars.Context | None = None
@@ -440,40 +447,66 @@ class Scheduler:
             self._announce(node)
         backlog = self._backlog
         if self._burst >= LAUNCH_AHEAD or backlog:
-            if not backlog:
+            if not self._pacing:
+                self._pacing = True
                 self.loop.call_soon(self._next_iteration)
             backlog.append(node)  # launched in a coming loop iteration, in order
             return
         self._start_runner(node)
 
     def _next_iteration(self) -> None:
-        """A new loop iteration: launch the next ``LAUNCH_AHEAD`` waiting nodes, in order."""
+        """A new loop iteration: start runners for the next ``LAUNCH_AHEAD`` waiting nodes.
+
+        Each runner takes the queue's head when it starts (see :meth:`_pull`), not a
+        node given now: a runner whose node ends at once takes the next head, so a long
+        queue is served by few asyncio tasks, still in order.
+        """
         self._burst = 0
+        self._pacing = False
         backlog = self._backlog
-        while backlog and self._burst < LAUNCH_AHEAD:
-            node = backlog.popleft()
-            if not node.done():  # else cancelled (or failed) while it waited
-                self._start_runner(node)
-        if backlog:
-            self.loop.call_soon(self._next_iteration)
+        while backlog and backlog[0].done():  # cancelled (or failed) while it waited
+            backlog.popleft()
+        if not backlog:
+            return
+        context = backlog[0]._context
+        assert context is not None
+        create_task, execute = self.loop.create_task, self._execute
+        runners = min(len(backlog), LAUNCH_AHEAD)
+        for _ in range(runners):
+            create_task(execute(None), context=context.copy())
+        self._burst = runners
+        self._pacing = True  # and again, while the queue lasts
+        self.loop.call_soon(self._next_iteration)
 
     def _start_runner(self, node: Node) -> None:
         """Start the asyncio task that runs ``node``, counted in the current burst."""
         self._burst += 1
+        self._unstarted = node
         context = node._context
         assert context is not None
         # Calls made in the same context share one copy of it until they run; each runs
         # in a copy of its own, so what one task sets is not seen by another.
         node._runner = self.loop.create_task(self._execute(node), context=context.copy())
 
-    async def _execute(self, node: Node) -> None:
+    async def _execute(self, node: Node | None) -> None:
         """Run ``node``; then, in the same asyncio task, each dependent it hands on.
 
         A node that finishes may hand one dependent it was the last input of to its
         own runner (see :meth:`_can_continue`): a chain runs with no new asyncio task
         and no loop iteration per hop, ``CONTINUE_AHEAD`` hops at most per runner.
+        Without a node, the runner takes the queue's head (see :meth:`_next_iteration`).
         """
-        runner = node._runner
+        if node is None:
+            runner = asyncio.current_task()
+            assert runner is not None
+            node = self._pull(runner, first=True)
+            if node is None:
+                return
+            node._runner = runner
+        else:
+            runner = node._runner
+            if self._unstarted is node:
+                self._unstarted = None
         hops = 0
         while True:
             desc = node._desc
@@ -750,22 +783,53 @@ class Scheduler:
         if publish is not None:
             publish((_COMPLETED, node._desc, _now(), None))
         self._finish(node)
-        if not node._dependents:  # most tasks: nobody waits for them
-            return None
         following = None
-        for ready in release(node):
-            if ready._runner is not None or ready._pipelined:
-                self._inputs_ready(ready)  # launched at its call (pipelined, or in the queue)
-            elif following is None and runner is not None and self._can_continue(ready, runner):
-                following = ready
-            else:
-                self._launch(ready)
-        if following is not None:
-            if publish is not None:
+        if node._dependents:  # most tasks have none: nobody waits for them
+            for ready in release(node):
+                if ready._runner is not None or ready._pipelined:
+                    self._inputs_ready(ready)  # launched at its call (pipelined, or in the queue)
+                elif following is None and runner is not None and self._can_continue(ready, runner):
+                    following = ready
+                else:
+                    self._launch(ready)
+            if following is not None and publish is not None:
                 self._announce(following)
-            self._burst += 1  # counted as a launch: it starts in this loop iteration
-            following._runner = runner
+        if following is None:
+            if runner is None or not self._backlog:
+                return None
+            following = self._pull(runner)  # announced when it was queued
+            if following is None:
+                return None
+        self._burst += 1  # counted as a launch: it starts in this loop iteration
+        following._runner = runner
         return following
+
+    def _pull(self, runner: asyncio.Task[None], *, first: bool = False) -> Node | None:
+        """The queue's head, taken off to run next in ``runner``; None when it may not.
+
+        A ready task whose turn has not come waits in the queue (see :meth:`_launch`),
+        and no dependent may jump it (see :meth:`_can_continue`). A runner takes the
+        head instead when it starts without a node (``first``) or its node is done, so
+        the queue is served in order however wide the graph (a wavefront keeps one for
+        its whole run), by few asyncio tasks. Not while a runner given a node has yet
+        to start: its node came first. A head that cannot run in ``runner`` (another
+        context) gets a runner of its own, when ``first``; else it waits its turn.
+        """
+        backlog = self._backlog
+        waiting = self._unstarted  # runners start in the order they were made
+        if waiting is not None and not waiting.done():  # done: cancelled before it started
+            return None
+        while backlog:
+            head = backlog[0]
+            if head.done():  # cancelled (or failed) while it waited
+                backlog.popleft()
+                continue
+            if self._fits(head, runner):
+                return backlog.popleft()
+            if first:
+                self._start_runner(backlog.popleft())
+            return None
+        return None
 
     def _can_continue(self, node: Node, runner: asyncio.Task[None]) -> bool:
         """Whether ``node`` may run next in ``runner``, the task of its last input.
@@ -776,7 +840,13 @@ class Scheduler:
         running there is the same as running in a copy of its own (values that cannot
         be compared just start a task of its own).
         """
-        if self._backlog or self._burst >= LAUNCH_AHEAD or runner.cancelling():
+        if self._backlog or self._burst >= LAUNCH_AHEAD:
+            return False
+        return self._fits(node, runner)
+
+    def _fits(self, node: Node, runner: asyncio.Task[None]) -> bool:
+        """Whether running ``node`` next in ``runner`` is the same as in a task of its own."""
+        if runner.cancelling():
             return False
         desc = node._desc
         if desc.kind is _BLOCK or desc.options.service is not False:

@@ -582,7 +582,9 @@ async def test_a_chained_task_still_queued_in_a_burst_when_its_input_finishes_ru
     # launched a second time (and ran twice).
     import plait.scheduler
 
-    monkeypatch.setattr(plait.scheduler, "LAUNCH_AHEAD", 1)  # one launch per loop iteration
+    # One task per loop iteration: one launch, and no runner goes on to the next.
+    monkeypatch.setattr(plait.scheduler, "LAUNCH_AHEAD", 1)
+    monkeypatch.setattr(plait.scheduler, "CONTINUE_AHEAD", 0)
     runs = tmp_path / "runs"
     seen: list[tuple[str, str]] = []
     flow.subscribe(lambda event: seen.append((event.uid, event.kind.value)))
