@@ -507,6 +507,29 @@ async def test_a_write_that_fails_fails_its_flush_and_the_next_flush_writes(tmp_
     assert lines[-1]["section"] == "metric" and lines[-1]["tasks_completed"] == n + 10
 
 
+async def test_stop_hurries_a_background_flush_and_loses_no_line(tmp_path, monkeypatch):
+    # A periodic or size-triggered flush rests between its chunks, so that it takes a
+    # small share of the time from the run; stop() must not wait for its rests. Here a
+    # rest is 999 times a chunk's work: about two minutes in all, unless hurried.
+    from plait.telemetry import manager as telemetry_manager
+    from plait.telemetry import writer
+
+    monkeypatch.setattr(telemetry_manager, "BACKGROUND_SHARE", 0.001)
+    monkeypatch.setattr(writer, "WRITE_CHUNK", 500)
+    flow, path, manager, noop = await recorded(tmp_path)
+    n = 20_000
+    await asyncio.gather(*[noop(i) for i in range(n)])
+    flushing = asyncio.create_task(manager.flush(background=True))
+    await asyncio.sleep(0.2)  # its first chunks are written, then it rests
+    assert not flushing.done()
+    await asyncio.wait_for(flow.shutdown(), 30)
+    await flushing
+    lines = read_jsonl(path)
+    done = [x["task_id"] for x in lines if x.get("event_type") == "TaskCompleted"]
+    assert len(done) == len(set(done)) == n
+    assert lines[-1]["section"] == "metric" and lines[-1]["tasks_completed"] == n
+
+
 async def test_two_checkpoints_of_one_engine_are_both_whole(tmp_path):
     # Each writer follows the tasks on its own: two on one engine, flushed in turns
     # while the tasks run, must not mix their state.

@@ -54,6 +54,12 @@ DEFAULT_FLUSH_INTERVAL = 5.0
 FLUSH_AT_RECORDS = 200_000
 SIZE_CHECK_INTERVAL = 0.5
 WRITES_AHEAD = 2
+BACKGROUND_SHARE = 0.1
+"""The most of the time a periodic or size-triggered flush encodes while the run goes on.
+
+The writer shares the interpreter with the run: without a cap, a flush in the middle of
+a run of short tasks takes half the time from it. It rests between its chunks instead,
+and the final flush (``stop()``) writes at full speed whatever is left."""
 """Chunks of lines (see :data:`~plait.telemetry.writer.WRITE_CHUNK`) encoded ahead of the file."""
 
 
@@ -179,6 +185,7 @@ class TelemetryManager:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plait-telemetry")
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plait-telemetry-file")
         self._tally_lock = threading.Lock()
+        self._hurry = threading.Event()  # set by stop(): no more rests (see _paced)
         self._host = socket.gethostname()
         self._file: IO[bytes] | None = None
         self._sampler: _Sampler | None = None
@@ -370,12 +377,15 @@ class TelemetryManager:
     async def _flush_or_log(self) -> None:
         """A periodic flush; one that fails (a full disk) is logged, and the next tries again."""
         try:
-            await self.flush()
+            await self.flush(background=True)
         except Exception:
             logger.exception("telemetry: writing the checkpoint %s failed", self.path)
 
-    async def flush(self) -> None:
+    async def flush(self, *, background: bool = False) -> None:
         """Write the records gathered so far; export their spans.
+
+        ``background``: the writer takes at most ``BACKGROUND_SHARE`` of the time while
+        it writes, until ``stop()`` (the periodic and size-triggered flushes).
 
         The write runs in the manager's one writer thread. A flush cancelled while it
         writes (``stop()`` cancels the periodic flushes) leaves that write to end on
@@ -388,7 +398,7 @@ class TelemetryManager:
             if records:
                 with self._tally_lock:
                     self._writing.append(records)
-                await self._in_writer(self._write, records)
+                await self._in_writer(self._write, records, background)
 
     def _take_records(self) -> list[Any]:
         """The records gathered so far; the engine's next ones go to a new list.
@@ -410,18 +420,33 @@ class TelemetryManager:
         loop = asyncio.get_running_loop()
         return asyncio.shield(loop.run_in_executor(self._writer, call, *args))
 
-    def _write(self, records: list[Any]) -> None:
+    def _write(self, records: list[Any], background: bool = False) -> None:
         """In the writer thread: one flush's records as lines, then into the tally."""
         try:
+            chunks = self._lines.encode(records)
+            if background:
+                chunks = self._paced(chunks)
             if self._file is None:
-                for _ in self._lines.encode(records):
+                for _ in chunks:
                     pass
             else:
-                self._put(self._file, self._lines.encode(records))
+                self._put(self._file, chunks)
         finally:
             with self._tally_lock:
                 self._tally.add(records)
                 self._writing.remove(records)
+
+    def _paced(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """``chunks``, with a rest after each so that making them takes ``BACKGROUND_SHARE``
+        of the time at most; no rest once the manager is stopping."""
+        rest = 1 / BACKGROUND_SHARE - 1
+        began = time.thread_time()  # this thread's own work, not its waits for the GIL
+        for lines in chunks:
+            yield lines
+            if self._hurry.wait((time.thread_time() - began) * rest):  # lets go of the GIL
+                yield from chunks  # stopping: the rest at full speed
+                return
+            began = time.thread_time()
 
     def _put(self, out: IO[bytes], chunks: Iterator[bytes]) -> None:
         """Write ``chunks`` to ``out`` in the file thread while the next are encoded here.
@@ -470,6 +495,7 @@ class TelemetryManager:
         if self._stopped:
             return
         self._stopped = True
+        self._hurry.set()
         sampler_tasks = list(self._tasks)
         for task in sampler_tasks:
             task.cancel()
