@@ -530,6 +530,26 @@ async def test_stop_hurries_a_background_flush_and_loses_no_line(tmp_path, monke
     assert lines[-1]["section"] == "metric" and lines[-1]["tasks_completed"] == n
 
 
+async def test_a_background_flush_rests_no_more_when_records_pile_up(tmp_path, monkeypatch):
+    # Resting keeps the writer's share small; past PACED_BELOW waiting records it must
+    # catch up instead, or a long fast run would keep its telemetry in memory.
+    from plait.telemetry import manager as telemetry_manager
+    from plait.telemetry import writer
+
+    monkeypatch.setattr(telemetry_manager, "BACKGROUND_SHARE", 0.001)  # rests of ~2 min
+    monkeypatch.setattr(telemetry_manager, "PACED_BELOW", 1_000)
+    monkeypatch.setattr(writer, "WRITE_CHUNK", 500)
+    flow, _, manager, noop = await recorded(tmp_path)
+    n = 20_000
+    await asyncio.gather(*[noop(i) for i in range(n)])
+    flushing = asyncio.create_task(manager.flush(background=True))
+    await asyncio.sleep(0)  # the flush takes the records
+    await asyncio.gather(*[noop(i) for i in range(1_000)])  # 6,000 records pile up
+    await asyncio.wait_for(flushing, 30)  # no rests: done long before two minutes
+    assert manager.summary()["tasks"]["completed"] == n + 1_000
+    await flow.shutdown()
+
+
 async def test_two_checkpoints_of_one_engine_are_both_whole(tmp_path):
     # Each writer follows the tasks on its own: two on one engine, flushed in turns
     # while the tasks run, must not mix their state.

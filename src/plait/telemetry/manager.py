@@ -60,6 +60,9 @@ BACKGROUND_SHARE = 0.1
 The writer shares the interpreter with the run: without a cap, a flush in the middle of
 a run of short tasks takes half the time from it. It rests between its chunks instead,
 and the final flush (``stop()``) writes at full speed whatever is left."""
+PACED_BELOW = 10_000_000
+"""Records waiting (about 1.7 million tasks' worth, some 600 MB) past which a background
+flush rests no more: the writer then takes the time it needs, so memory stays bounded."""
 """Chunks of lines (see :data:`~plait.telemetry.writer.WRITE_CHUNK`) encoded ahead of the file."""
 
 
@@ -438,14 +441,16 @@ class TelemetryManager:
 
     def _paced(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """``chunks``, with a rest after each so that making them takes ``BACKGROUND_SHARE``
-        of the time at most; no rest once the manager is stopping."""
+        of the time at most; no rest once the manager is stopping, nor while more than
+        ``PACED_BELOW`` records wait for the next flush."""
         rest = 1 / BACKGROUND_SHARE - 1
         began = time.thread_time()  # this thread's own work, not its waits for the GIL
         for lines in chunks:
             yield lines
-            if self._hurry.wait((time.thread_time() - began) * rest):  # lets go of the GIL
-                yield from chunks  # stopping: the rest at full speed
-                return
+            if len(self._records) < PACED_BELOW * RECORD_SIZE:  # else no rest: catch up
+                if self._hurry.wait((time.thread_time() - began) * rest):  # lets go of the GIL
+                    yield from chunks  # stopping: the rest at full speed
+                    return
             began = time.thread_time()
 
     def _put(self, out: IO[bytes], chunks: Iterator[bytes]) -> None:
