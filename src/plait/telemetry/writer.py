@@ -59,6 +59,17 @@ def records_of(flat: list[Any]) -> Iterator[Record]:
     return zip(items, items, items, items, strict=True)
 
 
+def _next_two(flat: list[Any], at: int, desc: Any, second: EventKind, third: EventKind) -> bool:
+    """Whether the two records after the one at index ``at`` are ``desc``'s ``second``
+    and ``third`` (the caller checks that they are in ``flat``)."""
+    return (
+        flat[at + 5] is desc
+        and flat[at + 9] is desc
+        and flat[at + 4] is second
+        and flat[at + 8] is third
+    )
+
+
 class LineEncoder:
     """Turns flushes' records, in order, into the checkpoint's lines (events and spans).
 
@@ -133,10 +144,7 @@ class LineEncoder:
                             at *= RECORD_SIZE
                             if (
                                 at <= fits
-                                and part[at + 5] is desc
-                                and part[at + 9] is desc
-                                and part[at + 4] is _STARTED
-                                and part[at + 8] is _COMPLETED
+                                and _next_two(part, at, desc, _STARTED, _COMPLETED)
                                 and not desc.extra
                             ):  # submitted, started, completed: its last lines
                                 del live[uid], clock[uid]  # it ends here
@@ -167,12 +175,8 @@ class LineEncoder:
                             last_when, when_json = when, number(when)
                             depends_on = value(desc.depends_on)
                             at *= RECORD_SIZE
-                            if (
-                                at <= fits
-                                and part[at + 5] is desc
-                                and part[at + 9] is desc
-                                and part[at + 4] is _RESOLVED
-                                and part[at + 8] is _QUEUED
+                            if at <= fits and _next_two(
+                                part, at, desc, _RESOLVED, _QUEUED
                             ):  # created, resolved, queued: its first lines
                                 ready, queued = part[at + 6], part[at + 10]
                                 ready_json = when_json if ready is when else number(ready)
