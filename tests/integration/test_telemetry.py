@@ -507,19 +507,26 @@ async def test_a_write_that_fails_fails_its_flush_and_the_next_flush_writes(tmp_
     assert lines[-1]["section"] == "metric" and lines[-1]["tasks_completed"] == n + 10
 
 
-async def test_stop_hurries_a_background_flush_and_loses_no_line(tmp_path, monkeypatch):
-    # A periodic or size-triggered flush rests between its chunks, so that it takes a
-    # small share of the time from the run; stop() must not wait for its rests. Here a
-    # rest is 999 times a chunk's work: about two minutes in all, unless hurried.
+async def slow_background_flush(tmp_path, monkeypatch, n):
+    """An engine that ran ``n`` tasks, and a background flush of their records that rests
+    999 times each chunk's work (about two minutes in all, unless hurried)."""
     from plait.telemetry import manager as telemetry_manager
     from plait.telemetry import writer
 
     monkeypatch.setattr(telemetry_manager, "BACKGROUND_SHARE", 0.001)
     monkeypatch.setattr(writer, "WRITE_CHUNK", 500)
     flow, path, manager, noop = await recorded(tmp_path)
-    n = 20_000
     await asyncio.gather(*[noop(i) for i in range(n)])
     flushing = asyncio.create_task(manager.flush(background=True))
+    await asyncio.sleep(0)  # the flush takes the records
+    return flow, path, manager, noop, flushing
+
+
+async def test_stop_hurries_a_background_flush_and_loses_no_line(tmp_path, monkeypatch):
+    # A periodic or size-triggered flush rests between its chunks, so that it takes a
+    # small share of the time from the run; stop() must not wait for its rests.
+    n = 20_000
+    flow, path, _, _, flushing = await slow_background_flush(tmp_path, monkeypatch, n)
     await asyncio.sleep(0.2)  # its first chunks are written, then it rests
     assert not flushing.done()
     await asyncio.wait_for(flow.shutdown(), 30)
@@ -534,16 +541,10 @@ async def test_a_background_flush_rests_no_more_when_records_pile_up(tmp_path, m
     # Resting keeps the writer's share small; past PACED_BELOW waiting records it must
     # catch up instead, or a long fast run would keep its telemetry in memory.
     from plait.telemetry import manager as telemetry_manager
-    from plait.telemetry import writer
 
-    monkeypatch.setattr(telemetry_manager, "BACKGROUND_SHARE", 0.001)  # rests of ~2 min
     monkeypatch.setattr(telemetry_manager, "PACED_BELOW", 1_000)
-    monkeypatch.setattr(writer, "WRITE_CHUNK", 500)
-    flow, _, manager, noop = await recorded(tmp_path)
     n = 20_000
-    await asyncio.gather(*[noop(i) for i in range(n)])
-    flushing = asyncio.create_task(manager.flush(background=True))
-    await asyncio.sleep(0)  # the flush takes the records
+    flow, _, manager, noop, flushing = await slow_background_flush(tmp_path, monkeypatch, n)
     await asyncio.gather(*[noop(i) for i in range(1_000)])  # 6,000 records pile up
     await asyncio.wait_for(flushing, 30)  # no rests: done long before two minutes
     assert manager.summary()["tasks"]["completed"] == n + 1_000
