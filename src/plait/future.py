@@ -55,6 +55,8 @@ class PlaitFuture(asyncio.Future[_R]):
     __slots__ = (
         "_backend",
         "_context",
+        "_dependent1",
+        "_dependent2",
         "_dependents",
         "_deps",
         "_desc",
@@ -80,11 +82,13 @@ class PlaitFuture(asyncio.Future[_R]):
         self._state = _PENDING
         self._desc = desc
         self._owner = owner
-        # The DAG's fields (documented in plait.graph). Empty tuples are shared; a list
-        # is made only for a task that gets dependents.
+        # The DAG's fields (documented in plait.graph). Empty tuples are shared; the
+        # first two dependents take a slot each, and a list is made only for a third.
         self._backend: ExecutionBackend | None = None
         self._context: contextvars.Context | None = None
         self._pending = 0
+        self._dependent1: PlaitFuture[Any] | None = None
+        self._dependent2: PlaitFuture[Any] | None = None
         self._dependents: list[PlaitFuture[Any]] | tuple[()] = ()
         self._runner: asyncio.Task[None] | None = None
         self._parent: PlaitFuture[Any] | None = None

@@ -3,9 +3,9 @@
 How scheduling works
 --------------------
 Each node keeps ``_pending``, the number of its dependencies that have not finished,
-and ``_dependents``, the nodes waiting for it. Linking a call to a dependency that is
-still running appends the new node to the dependency's ``_dependents`` and adds one
-to ``_pending``. When a dependency finishes, the engine calls :func:`release`, which
+and its dependents, the nodes waiting for it. Linking a call to a dependency that is
+still running adds the new node to the dependency's dependents (:func:`add_dependent`)
+and one to its own ``_pending``. When a dependency finishes, the engine calls :func:`release`, which
 decrements each dependent's count and returns those that reached zero: the engine
 starts them at once, in the same loop iteration. Nothing scans the graph and nothing
 polls; the cost of a completion is the number of its dependents.
@@ -26,7 +26,7 @@ from typing import Any, TypeAlias
 
 from plait.future import PlaitFuture
 
-__all__ = ["Node", "add_dependent", "downstream", "release"]
+__all__ = ["Node", "add_dependent", "downstream", "has_dependents", "release", "take_dependents"]
 
 Node: TypeAlias = PlaitFuture[Any]
 """A task's future, seen as its place in the DAG while the task is unfinished.
@@ -36,7 +36,12 @@ underscore slots), so that a call costs one object, not two. The fields:
 
 * ``_desc``: the call's description; ``_owner``: the scheduler, until the task finishes;
 * ``_backend``: the backend that runs it (``None`` for blocks and failed calls);
-* ``_pending``: dependencies not yet finished; ``_dependents``: nodes waiting for it;
+* ``_pending``: dependencies not yet finished;
+* ``_dependent1``, ``_dependent2``, ``_dependents``: the nodes waiting for it — the
+  first two in slots of their own, the third and later in a list. Most tasks have at
+  most two dependents, and a list per task would double what the cyclic garbage
+  collector walks while a large graph waits: a list and its item array are two more
+  objects, and the second dependent is added far from where the first one was;
 * ``_deps``: the futures in its arguments, each once (kept for data staging and
   errors); ``_files``: the ``InputFile``/``OutputFile`` declarations in its arguments;
 * ``_runner``: the asyncio task running it, once started; ``_context``: the contextvars
@@ -56,10 +61,32 @@ and its owner; the future keeps its description and its outcome.
 
 def add_dependent(node: Node, dependent: Node) -> None:
     """Record that ``dependent`` waits for ``node``."""
-    if node._dependents:
+    if node._dependent1 is None:
+        node._dependent1 = dependent
+    elif node._dependent2 is None:
+        node._dependent2 = dependent
+    elif node._dependents:
         node._dependents.append(dependent)
     else:
         node._dependents = [dependent]
+
+
+def has_dependents(node: Node) -> bool:
+    """Whether any node waits for ``node``."""
+    return node._dependent1 is not None
+
+
+def take_dependents(node: Node) -> list[Node]:
+    """Cut the edges from ``node`` to the nodes waiting for it; return those, in order."""
+    first = node._dependent1
+    if first is None:
+        return []
+    second = node._dependent2
+    node._dependent1 = node._dependent2 = None
+    if second is None:
+        return [first]
+    rest, node._dependents = node._dependents, ()
+    return [first, second, *rest]
 
 
 def release(node: Node) -> list[Node]:
@@ -68,11 +95,8 @@ def release(node: Node) -> list[Node]:
     A pipelined dependent is returned too (its inputs are all finished now), though
     it already runs.
     """
-    dependents, node._dependents = node._dependents, ()
-    if not dependents:
-        return []
     ready = []
-    for dependent in dependents:
+    for dependent in take_dependents(node):
         dependent._pending -= 1
         if dependent._pending == 0 and not dependent.done():
             ready.append(dependent)
@@ -96,8 +120,7 @@ def downstream(node: Node, *, members: bool) -> Iterator[tuple[Node, Node]]:
         current, cause = stack.pop()
         if current is not node:
             yield current, cause
-        below: list[Node] = list(current._dependents)
-        current._dependents = ()
+        below = take_dependents(current)
         if members and current._members:
             below = [*below, *current._members]
             current._members = set()

@@ -77,7 +77,7 @@ from plait.future import (
     settle_error,
     settle_remote,
 )
-from plait.graph import Node, add_dependent, downstream, release
+from plait.graph import Node, add_dependent, downstream, has_dependents, release
 from plait.services.manager import ServiceManager
 from plait.signals import Abort
 from plait.staging.files import DataFile
@@ -784,7 +784,7 @@ class Scheduler:
             publish((_COMPLETED, node._desc, _now(), None))
         self._finish(node)
         following = None
-        if node._dependents:  # most tasks have none: nobody waits for them
+        if node._dependent1 is not None:  # has_dependents, inline: most tasks have none
             for ready in release(node):
                 if ready._runner is not None or ready._pipelined:
                     self._inputs_ready(ready)  # launched at its call (pipelined, or in the queue)
@@ -872,7 +872,7 @@ class Scheduler:
             exc.task_uid, exc.task_name = node._desc.uid, node._desc.name
         # Only futures at the bottom of a failure may log "exception never retrieved":
         # the error of one with dependents reaches the user through theirs.
-        if not settle_error(node, exc, quiet=bool(node._dependents)):
+        if not settle_error(node, exc, quiet=has_dependents(node)):
             return
         publish = self.publish
         if publish is not None:
@@ -880,7 +880,7 @@ class Scheduler:
         self._finish(node)
         for dependent, cause in downstream(node, members=False):
             error = self._dependency_error(dependent, cause, exc)
-            settle_error(dependent, error, quiet=bool(dependent._dependents))
+            settle_error(dependent, error, quiet=has_dependents(dependent))
             if publish is not None:
                 publish((EventKind.FAILED, dependent._desc, _now(), error))
             self._stop(dependent)  # a pipelined dependent is running

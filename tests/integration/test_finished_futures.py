@@ -17,6 +17,7 @@ from plait import WorkflowEngine
 from plait.errors import DependencyFailureError, UnknownBackendError
 
 LEFTOVERS = ("_runner", "_context", "_parent", "_owner", "_inputs_done")
+LEFTOVERS = (*LEFTOVERS, "_dependent1", "_dependent2")
 EMPTY = ("_deps", "_files", "_dependents")
 
 
