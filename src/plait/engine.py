@@ -40,7 +40,7 @@ from plait.reference import ReferenceHooks
 from plait.scheduler import Scheduler
 from plait.signals import SignalHandlers
 from plait.staging.sandbox import Stager
-from plait.telemetry.events import EventBus, EventKind, Record, TaskEvent
+from plait.telemetry.events import EventBus, EventKind, Published, TaskEvent
 
 if TYPE_CHECKING:
     from plait.journal import Journal
@@ -321,7 +321,7 @@ class WorkflowEngine(ReferenceHooks):
 
     # -- events -------------------------------------------------------------------------
 
-    def _set_publisher(self, publish: Callable[[Record], None] | None) -> None:
+    def _set_publisher(self, publish: Callable[[Published], None] | None) -> None:
         self._scheduler.publish = publish
 
     def _publish_scope(self, kind: EventKind, wid: str) -> None:

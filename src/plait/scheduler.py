@@ -91,7 +91,7 @@ from plait.task import (
     TaskTemplate,
     make_options,
 )
-from plait.telemetry.events import EventKind, Record
+from plait.telemetry.events import BEGAN, OPENED, READY, EventKind, Published
 
 if TYPE_CHECKING:
     from plait.journal import Journal
@@ -182,7 +182,7 @@ class Scheduler:
         # Results kept on a cluster need fetching or handing over before a task runs.
         self._remote = any(b.keeps_results for b in backends.values())
         # Set by the engine's EventBus while anybody listens; None costs one test per step.
-        self.publish: Callable[[Record], None] | None = None
+        self.publish: Callable[[Published], None] | None = None
         # Per engine, so that two engines in one process never see each other's scopes.
         self.workflow_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
             f"plait.workflow.{engine_uid}", default=None
@@ -247,10 +247,15 @@ class Scheduler:
             desc.parent = parent._desc.uid
         outcome = error if error is not None else self._link(node, backend)
         publish = self.publish
+        if outcome is None and node._pending == 0:  # ready at once
+            if publish is not None:  # created, resolved and queued: one record
+                publish((OPENED, desc, _now(), None))
+            self._launch(node, announce=False)
+            return node
         if publish is not None:
             publish((_CREATED, desc, _now(), None))
         if outcome is None:  # nothing has settled it
-            if node._pending == 0 or node._pipelined:
+            if node._pipelined:
                 self._launch(node)
         elif isinstance(outcome, asyncio.CancelledError):  # a dependency was cancelled
             self.cancel_node(node)
@@ -437,13 +442,13 @@ class Scheduler:
         """Publish that ``node`` is resolved (unless pipelined) and queued, if anyone listens."""
         publish = self.publish
         if publish is not None:
-            now = _now()
-            if not node._pipelined:  # a pipelined node's inputs resolve later
-                publish((_RESOLVED, node._desc, now, None))
-            publish((_QUEUED, node._desc, now, None))
+            # A pipelined node's inputs resolve later.
+            publish((_QUEUED if node._pipelined else READY, node._desc, _now(), None))
 
-    def _launch(self, node: Node) -> None:
-        if self.publish is not None:
+    def _launch(self, node: Node, announce: bool = True) -> None:
+        """Start ``node`` now or queue it (see :meth:`_next_iteration`), announced unless
+        the caller has published its steps itself."""
+        if announce and self.publish is not None:
             self._announce(node)
         backlog = self._backlog
         if self._burst >= LAUNCH_AHEAD or backlog:
@@ -550,12 +555,12 @@ class Scheduler:
                         await self.services.ready_for(node)
                 if bare:  # _hand_over()'s events and started(), inline
                     publish = self.publish
-                    if publish is not None:
-                        publish((_SUBMITTED, desc, _now(), None))
                     if node._state is _PENDING:
                         node._state = _RUNNING
-                        if publish is not None:
-                            publish((_STARTED, desc, _now(), None))
+                        if publish is not None:  # submitted and started: one record
+                            publish((BEGAN, desc, _now(), None))
+                    elif publish is not None:
+                        publish((_SUBMITTED, desc, _now(), None))
                     value = await desc.func(*desc.args, **desc.kwargs)
                 elif kind is _BLOCK:
                     self.started(node)
@@ -616,14 +621,14 @@ class Scheduler:
         """
         desc = node._desc
         publish = self.publish
-        if publish is not None:
-            publish((_SUBMITTED, desc, _now(), None))
         # started(), inline (a frame less per task); a pipelined node starts when its
         # inputs are done, and some backends say themselves when a task starts.
         if node._state is _PENDING and not (backend.reports_running or node._pipelined):
             node._state = _RUNNING
-            if publish is not None:
-                publish((_STARTED, desc, _now(), None))
+            if publish is not None:  # submitted and started: one record
+                publish((BEGAN, desc, _now(), None))
+        elif publish is not None:
+            publish((_SUBMITTED, desc, _now(), None))
         if backend.keeps_results:
             desc.wanted = isinstance(node, ClusterFuture) and node.wanted
         if desc.options.is_plain:

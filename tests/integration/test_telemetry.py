@@ -12,6 +12,7 @@ from opentelemetry.trace import StatusCode
 
 from plait import WorkflowEngine
 from plait.errors import CommandError
+from plait.telemetry.events import BEGAN, OPENED, READY, EventGroup
 
 
 def read_jsonl(path):
@@ -279,18 +280,27 @@ async def test_a_flush_cancelled_while_it_writes_loses_no_line(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("journal", "chunk"), [(True, None), (False, None), (False, 3), (False, 2)]
+    ("journal", "chunk", "subscribed"),
+    [
+        (True, None, False),
+        (False, None, False),
+        (False, 3, False),
+        (False, 2, False),
+        (False, None, True),
+        (False, 2, True),
+    ],
 )
 async def test_function_task_lines_from_templates_equal_the_general_ones(
-    tmp_path, monkeypatch, journal, chunk
+    tmp_path, monkeypatch, journal, chunk, subscribed
 ):
     # A function task's TaskCreated, TaskCompleted and span lines are formatted from
     # templates of its shape; each must be the general path's line byte for byte. A
-    # task's first three records (created, resolved, queued) and its last three
+    # task's first three steps (created, resolved, queued) and its last three
     # (submitted, started, completed) are written from one template when they come one
     # after another in a chunk: chunks of 3 and 2 records cut such groups apart. (With
     # a journal, a task's result is stored before it completes: no task's last three
-    # come together.)
+    # come together.) Alone, the recorder gets steps at one moment as one grouped
+    # record (EventGroup); with a subscriber too, every step as a record of its own.
     import random
     import re
 
@@ -308,6 +318,8 @@ async def test_function_task_lines_from_templates_equal_the_general_ones(
         journal=str(tmp_path / "run.db") if journal else None,
     )
     manager = await flow.start_telemetry(checkpoint_interval=3600)
+    if subscribed:
+        flow.subscribe(lambda event: None)
 
     @flow.function_task(name='50% "odd" \u2603 \\ name %s %(x)s')
     async def odd(*deps):
@@ -358,6 +370,8 @@ async def test_function_task_lines_from_templates_equal_the_general_ones(
     assert await hello() == "hi\n"  # a command: the general path throughout
     records = manager._records[:]
     await flow.shutdown()
+    grouped = {k for k in records[0::4] if isinstance(k, EventGroup)}
+    assert grouped == (set() if subscribed else {OPENED, READY, BEGAN})
 
     closings = []
 
@@ -604,4 +618,4 @@ def test_the_checkpoint_is_the_same_without_orjson(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "7 passed" in done.stdout  # the templates test runs four ways
+    assert "9 passed" in done.stdout  # the templates test runs six ways

@@ -49,7 +49,7 @@ from plait.errors import InvalidTaskError, ServiceError
 from plait.services.handle import Service, service_of
 from plait.services.probes import LogWatch, Probe, parse_ready
 from plait.task import TaskDescription, TaskKind
-from plait.telemetry.events import EventKind, Record
+from plait.telemetry.events import EventKind, Published
 
 if TYPE_CHECKING:
     from plait.graph import Node
@@ -80,7 +80,7 @@ class ServiceManager:
         self,
         root: Path,
         abort: Callable[[Node, BaseException], None],
-        publish: Callable[[], Callable[[Record], None] | None],
+        publish: Callable[[], Callable[[Published], None] | None],
         live: Callable[[], Iterable[Node]],
     ) -> None:
         self.root = root

@@ -14,7 +14,7 @@ from itertools import compress
 from typing import TYPE_CHECKING, Any
 
 from plait.task import TaskKind
-from plait.telemetry.events import EventKind, Record
+from plait.telemetry.events import BEGAN, OPENED, READY, EventGroup, EventKind, Published, Record
 from plait.telemetry.jsonl import number, value
 from plait.telemetry.schema import EVENT_NUMBERS, STEP_LINES, TaskTemplates
 from plait.telemetry.spans import SPAN_MASK
@@ -36,13 +36,13 @@ _ENDED_NAMES = {
     EventKind.CANCELLED: "canceled",
 }
 _ENDED = frozenset(_ENDED_NAMES)
-_STEPS = frozenset(STEP_LINES)
-"""A task's middle steps: resolved, queued, submitted, started."""
+_STEPS = frozenset({*STEP_LINES, READY, BEGAN})
+"""A task's middle steps: resolved, queued, submitted, started, and their groups."""
 _LOGGED_FAILURES = 10
 """Records that cannot be encoded are logged up to this many times; the rest are counted."""
 _MAX_SHAPES = 4096
 """Shapes kept at most; past that the cache starts again (most runs have a handful)."""
-_TIMED = frozenset({EventKind.STARTED, EventKind.RETRIED, EventKind.RESOURCE} | _ENDED)
+_TIMED = frozenset({EventKind.STARTED, BEGAN, EventKind.RETRIED, EventKind.RESOURCE} | _ENDED)
 """What the tally's loop sees: a task's clock starts or stops, a resource sample."""
 RECORD_SIZE = 4  # a Record's items, each a slot of the flat list
 # Enum members the loops read, as globals: an enum member is a lookup through its
@@ -51,9 +51,10 @@ _CREATED, _STARTED, _COMPLETED = EventKind.CREATED, EventKind.STARTED, EventKind
 _SUBMITTED, _RETRIED, _RESOURCE = EventKind.SUBMITTED, EventKind.RETRIED, EventKind.RESOURCE
 _RESOLVED, _QUEUED = EventKind.RESOLVED, EventKind.QUEUED
 _FUNCTION, _BLOCK = TaskKind.FUNCTION, TaskKind.BLOCK
+_OPENED, _BEGAN = OPENED, BEGAN
 
 
-def records_of(flat: list[Any]) -> Iterator[Record]:
+def records_of(flat: list[Any]) -> Iterator[Published]:
     """The records of a flat list (see the module docstring), in order."""
     items = iter(flat)
     return zip(items, items, items, items, strict=True)
@@ -106,122 +107,135 @@ class LineEncoder:
         of a whole flush's being held at once. A chunk's events share their
         ``emit_time``.
         """
+        chunk = WRITE_CHUNK * RECORD_SIZE
+        for begin in range(0, len(records), chunk):
+            lines: list[bytes] = []
+            self._events.emit_time = now = time.time()
+            self._encode(records[begin : begin + chunk], lines.append, number(now))
+            yield b"".join(lines)
+
+    def _encode(self, part: list[Any], append: Callable[[bytes], None], emit: bytes) -> None:
+        """Append the lines of the flat records ``part``; ``emit`` is their emit time."""
         events, spans, live, clock = self._events, self._spans, self._live, self._clock
         line, step_line, span_of, add = events.line, events.step_line, spans.span_of, spans.add
         trace, shape_of, salt, ids = spans.trace_hex, self._shape, spans.salt, EVENT_NUMBERS
         templated = not spans.tracing  # OpenTelemetry sees every record through add()
-        chunk = WRITE_CHUNK * RECORD_SIZE
-        for begin in range(0, len(records), chunk):
-            part = records[begin : begin + chunk]
-            # A group of three records fits in the chunk when its first starts here or
-            # before (a record's index is four times its number).
-            fits = len(part) - 3 * RECORD_SIZE
-            lines: list[bytes] = []
-            append = lines.append
-            events.emit_time = now = time.time()
-            emit = number(now)
-            desc: Any  # a task's description for every task kind below
-            # A task's records mostly come one after another (created, resolved, queued;
-            # submitted, started, completed): its uid and span id, encoded for the last
-            # record, serve the next ones; a time shared by two records likewise. When
-            # all three are there, they are one template's lines, and the loop skips
-            # the two it has written.
-            last_uid = last_when = None
-            uid_json = when_json = b""
-            span = 0
-            numbered = enumerate(records_of(part))
-            for at, (kind, desc, when, info) in numbered:
-                if kind in _STEPS:  # a task's middle step
-                    uid = desc.uid
-                    shape = live.get(uid)
-                    if shape is not None:
-                        if uid is not last_uid:
-                            last_uid, uid_json = uid, value(uid)
-                            span = (hash(uid) ^ salt) & SPAN_MASK or 1  # spans.task_span(uid)
-                        if when is not last_when:
-                            last_when, when_json = when, number(when)
-                        if kind is _SUBMITTED and shape.closing is not None:
-                            at *= RECORD_SIZE
-                            if (
-                                at <= fits
-                                and _next_two(part, at, desc, _STARTED, _COMPLETED)
-                                and not desc.extra
-                            ):  # submitted, started, completed: its last lines
-                                del live[uid], clock[uid]  # it ends here
-                                started, ended = part[at + 6], part[at + 10]
-                                self._closing(
-                                    append, shape, desc, when_json, started, ended, emit,
-                                    uid_json, span,
-                                )  # fmt: skip
-                                next(numbered), next(numbered)
-                                continue
-                        holes = (next(ids), when_json, emit, uid_json, span)
-                        append(shape.events.steps[kind] % holes)
-                        if kind is _STARTED:
-                            live[uid], clock[uid] = shape.running, when
-                        continue
-                    if kind is not _STARTED:
-                        encoded = step_line((kind, desc, when, info))
-                        if encoded is not None:  # nothing for the spans to do
-                            append(encoded)
+        # A group of two (three) records fits in the part when its first starts here or
+        # before (a record's index is four times its number).
+        fits_two, fits = len(part) - 2 * RECORD_SIZE, len(part) - 3 * RECORD_SIZE
+        desc: Any  # a task's description for every task kind below
+        # A task's records mostly come one after another (created, resolved, queued;
+        # submitted, started, completed), or as one grouped record (opened; began; see
+        # EventGroup): its uid and span id, encoded for the last record, serve the next
+        # ones; a time shared by two records likewise. When all three steps are there,
+        # they are one template's lines, and the loop skips the records it has written.
+        last_uid = last_when = None
+        uid_json = when_json = b""
+        span = 0
+        numbered = enumerate(records_of(part))
+        for at, (kind, desc, when, info) in numbered:
+            if kind in _STEPS:  # a task's middle steps
+                uid = desc.uid
+                shape = live.get(uid)
+                if shape is not None:
+                    if uid is not last_uid:
+                        last_uid, uid_json = uid, value(uid)
+                        span = (hash(uid) ^ salt) & SPAN_MASK or 1  # spans.task_span(uid)
+                    if when is not last_when:
+                        last_when, when_json = when, number(when)
+                    if (kind is _BEGAN or kind is _SUBMITTED) and shape.closing is not None:
+                        at *= RECORD_SIZE
+                        if kind is _BEGAN:  # submitted and started; completed next?
+                            skip = 1
+                            closes = at <= fits_two and part[at + 5] is desc
+                            closes = closes and part[at + 4] is _COMPLETED
+                        else:
+                            skip = 2
+                            closes = at <= fits and _next_two(part, at, desc, _STARTED, _COMPLETED)
+                        if closes and not desc.extra:  # its last lines
+                            started = when if skip == 1 else part[at + 6]
+                            ended = part[at + 4 * skip + 2]
+                            del live[uid], clock[uid]  # it ends here
+                            self._closing(
+                                append, shape, desc, when_json, started, ended, emit,
+                                uid_json, span,
+                            )  # fmt: skip
+                            for _ in range(skip):
+                                next(numbered)
                             continue
-                elif kind is _CREATED:
-                    if templated and desc.kind is _FUNCTION:
-                        shape = shape_of(desc)
-                        if shape is not None:
-                            uid = last_uid = desc.uid
-                            live[uid], clock[uid] = shape, when
-                            uid_json, span = value(uid), (hash(uid) ^ salt) & SPAN_MASK or 1
-                            last_when, when_json = when, number(when)
-                            depends_on = value(desc.depends_on)
-                            at *= RECORD_SIZE
-                            if at <= fits and _next_two(
-                                part, at, desc, _RESOLVED, _QUEUED
-                            ):  # created, resolved, queued: its first lines
-                                ready, queued = part[at + 6], part[at + 10]
-                                ready_json = when_json if ready is when else number(ready)
-                                queued_json = ready_json if queued is ready else number(queued)
-                                append(
-                                    shape.opening
-                                    % (
-                                        next(ids), when_json, emit, uid_json, depends_on, span,
-                                        next(ids), ready_json, emit, uid_json, span,
-                                        next(ids), queued_json, emit, uid_json, span,
-                                    )
-                                )  # fmt: skip
-                                last_when, when_json = queued, queued_json
-                                next(numbered), next(numbered)
-                                continue
+                    steps = shape.events.steps
+                    for step in kind.kinds if isinstance(kind, EventGroup) else (kind,):
+                        append(steps[step] % (next(ids), when_json, emit, uid_json, span))
+                    if kind is _STARTED or kind is _BEGAN:
+                        live[uid], clock[uid] = shape.running, when
+                    continue
+                if kind is not _STARTED and not isinstance(kind, EventGroup):
+                    encoded = step_line((kind, desc, when, info))
+                    if encoded is not None:  # nothing for the spans to do
+                        append(encoded)
+                        continue
+            elif kind is _CREATED or kind is _OPENED:
+                if templated and desc.kind is _FUNCTION:
+                    shape = shape_of(desc)
+                    if shape is not None:
+                        uid = last_uid = desc.uid
+                        live[uid], clock[uid] = shape, when
+                        uid_json, span = value(uid), (hash(uid) ^ salt) & SPAN_MASK or 1
+                        last_when, when_json = when, number(when)
+                        depends_on = value(desc.depends_on)
+                        at *= RECORD_SIZE
+                        if kind is _OPENED:  # created, resolved, queued at once
+                            ready_json = queued_json = when_json
+                        elif at <= fits and _next_two(part, at, desc, _RESOLVED, _QUEUED):
+                            ready, queued = part[at + 6], part[at + 10]
+                            ready_json = when_json if ready is when else number(ready)
+                            queued_json = ready_json if queued is ready else number(queued)
+                            last_when = queued
+                            next(numbered), next(numbered)
+                        else:
                             first = (next(ids), when_json, emit, uid_json, depends_on, span)
                             append(shape.events.created % first)
                             continue
-                elif kind is _COMPLETED:
-                    uid = desc.uid
-                    shape = live.pop(uid, None)
-                    if shape is not None:
-                        if shape.started and shape.events.completed and not desc.extra:
-                            if uid is not last_uid:
-                                last_uid, uid_json = uid, value(uid)
-                                span = (hash(uid) ^ salt) & SPAN_MASK or 1
-                            self._completed(append, shape, desc, when, emit, uid_json, span)
-                            continue
-                        self._hand_over(desc.uid, shape)
-                elif live and not isinstance(desc, str):  # failed, retried, ...: the general path
-                    shape = live.pop(desc.uid, None)
-                    if shape is not None:
-                        self._hand_over(desc.uid, shape)
-                record = (kind, desc, when, info)
-                try:  # what users hand in (custom events, details) is encoded here
-                    encoded = line(record, trace, span_of(record))
-                    finished = add(record)
-                except Exception:
-                    self._left_out(record)
-                    continue
-                if encoded is not None:
-                    append(encoded)
-                if finished is not None:
-                    append(finished)
-            yield b"".join(lines)
+                        append(
+                            shape.opening
+                            % (
+                                next(ids), when_json, emit, uid_json, depends_on, span,
+                                next(ids), ready_json, emit, uid_json, span,
+                                next(ids), queued_json, emit, uid_json, span,
+                            )
+                        )  # fmt: skip
+                        when_json = queued_json  # its first three lines
+                        continue
+            elif kind is _COMPLETED:
+                uid = desc.uid
+                shape = live.pop(uid, None)
+                if shape is not None:
+                    if shape.started and shape.events.completed and not desc.extra:
+                        if uid is not last_uid:
+                            last_uid, uid_json = uid, value(uid)
+                            span = (hash(uid) ^ salt) & SPAN_MASK or 1
+                        self._completed(append, shape, desc, when, emit, uid_json, span)
+                        continue
+                    self._hand_over(desc.uid, shape)
+            elif live and not isinstance(desc, str):  # failed, retried, ...: the general path
+                shape = live.pop(desc.uid, None)
+                if shape is not None:
+                    self._hand_over(desc.uid, shape)
+            if isinstance(kind, EventGroup):  # its records one by one, on the general path
+                parts = kind.split((kind, desc, when, info))
+                self._encode([item for part in parts for item in part], append, emit)
+                continue
+            record = (kind, desc, when, info)
+            try:  # what users hand in (custom events, details) is encoded here
+                encoded = line(record, trace, span_of(record))
+                finished = add(record)
+            except Exception:
+                self._left_out(record)
+                continue
+            if encoded is not None:
+                append(encoded)
+            if finished is not None:
+                append(finished)
 
     def _left_out(self, record: Record) -> None:
         """A record that could not be encoded: logged (the first few), the rest goes on."""
@@ -383,7 +397,7 @@ class Tally:
         counts, starts = self.counts, self._starts
         # Blocks are never submitted (they run on no backend): submissions are counted
         # at C speed, and the loop sees only the records that start or end a clock.
-        counts["submitted"] += kinds.count(_SUBMITTED)
+        counts["submitted"] += kinds.count(_SUBMITTED) + kinds.count(_BEGAN)
         started = timed = 0
         total, shortest, longest = self.total, self.shortest, self.longest
         for kind, desc, when, info in compress(records_of(flat), map(_TIMED.__contains__, kinds)):
@@ -392,13 +406,13 @@ class Tally:
                     self.last_resource[desc] = info
             elif desc.kind is _BLOCK:
                 pass
-            elif kind is _STARTED:
+            elif kind is _STARTED or kind is _BEGAN:
                 started += 1
                 starts[desc.uid] = when
             elif kind is _RETRIED:
                 starts.pop(desc.uid, None)
             else:
-                counts[_ENDED_NAMES[kind]] += 1
+                counts[_ENDED_NAMES[kind]] += 1  # type: ignore[index]  # an end: no group
                 start = starts.pop(desc.uid, None)
                 if start is not None:
                     took = when - start
