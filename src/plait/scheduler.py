@@ -104,6 +104,7 @@ _NO_KWARGS: dict[str, Any] = {}
 """The keyword arguments of every call that has none, and of every finished task: never
 changed in place (nothing in plait changes a task's ``kwargs``; it is replaced)."""
 _set_result = asyncio.Future.set_result
+_result = asyncio.Future.result
 LAUNCH_AHEAD = 256
 """The most tasks launched in one loop iteration (see the module docstring)."""
 CONTINUE_AHEAD = 64
@@ -549,8 +550,12 @@ class Scheduler:
                     if node._deps and (self._remote or node._pipelined):
                         staged = await self._remote_inputs(node, backend, staged)
                 args, kwargs = desc.args, desc.kwargs  # as called: a pipelined rerun needs them
-                if node._deps or staged:
-                    self._put_results(desc, staged)
+                deps = node._deps
+                if deps or staged:
+                    if deps is args and staged is None:  # the arguments are the inputs
+                        desc.args = tuple(map(_result, deps))  # substitute()'s walk, at C speed
+                    else:
+                        self._put_results(desc, staged)
                     if self.services.active:  # a service it takes may be restarting
                         await self.services.ready_for(node)
                 if bare:  # _hand_over()'s events and started(), inline
