@@ -5,10 +5,11 @@ How scheduling works
 Each node keeps ``_pending``, the number of its dependencies that have not finished,
 and its dependents, the nodes waiting for it. Linking a call to a dependency that is
 still running adds the new node to the dependency's dependents (:func:`add_dependent`)
-and one to its own ``_pending``. When a dependency finishes, the engine calls :func:`release`, which
-decrements each dependent's count and returns those that reached zero: the engine
-starts them at once, in the same loop iteration. Nothing scans the graph and nothing
-polls; the cost of a completion is the number of its dependents.
+and one to its own ``_pending``. When a dependency finishes, the engine calls
+:func:`release`, which decrements each dependent's count and returns those that
+reached zero: the engine starts them at once, in the same loop iteration. Nothing
+scans the graph and nothing polls; the cost of a completion is the number of its
+dependents.
 
 A failure or cancellation walks the other way: :func:`downstream` yields every
 transitive dependent (and every member of a cancelled block) exactly once, so the

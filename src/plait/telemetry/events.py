@@ -357,8 +357,11 @@ class EventBus:
         """Deliver one record (a grouped one as its records, in order); drop (and log)
         any listener that raises."""
         kind = record[0]
-        # Not a group: the record is a Record (a cast would cost a call per record).
-        records: Iterable[Record] = kind.split(record) if type(kind) is EventGroup else (record,)  # type: ignore[assignment]
+        records: Iterable[Record]
+        if type(kind) is EventGroup:
+            records = kind.split(record)
+        else:  # a Record (a cast() would cost a call per record)
+            records = (record,)  # type: ignore[assignment]
         for one in records:
             for sink in self._sinks:
                 try:

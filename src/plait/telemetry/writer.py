@@ -223,7 +223,7 @@ class LineEncoder:
                     self._hand_over(desc.uid, shape)
             if isinstance(kind, EventGroup):  # its records one by one, on the general path
                 parts = kind.split((kind, desc, when, info))
-                self._encode([item for part in parts for item in part], append, emit)
+                self._encode([item for one in parts for item in one], append, emit)
                 continue
             record = (kind, desc, when, info)
             try:  # what users hand in (custom events, details) is encoded here
