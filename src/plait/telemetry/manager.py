@@ -54,6 +54,7 @@ DEFAULT_FLUSH_INTERVAL = 5.0
 FLUSH_AT_RECORDS = 200_000
 SIZE_CHECK_INTERVAL = 0.5
 WRITES_AHEAD = 2
+"""Chunks of lines (see :data:`~plait.telemetry.writer.WRITE_CHUNK`) encoded ahead of the file."""
 BACKGROUND_SHARE = 0.1
 """The most of the time a periodic or size-triggered flush encodes while the run goes on.
 
@@ -61,9 +62,9 @@ The writer shares the interpreter with the run: without a cap, a flush in the mi
 a run of short tasks takes half the time from it. It rests between its chunks instead,
 and the final flush (``stop()``) writes at full speed whatever is left."""
 PACED_BELOW = 10_000_000
-"""Records waiting (about 1.7 million tasks' worth, some 600 MB) past which a background
-flush rests no more: the writer then takes the time it needs, so memory stays bounded."""
-"""Chunks of lines (see :data:`~plait.telemetry.writer.WRITE_CHUNK`) encoded ahead of the file."""
+"""Records waiting (some 600 MB; about 3.3 million function tasks' worth, three records
+each, see :class:`~plait.telemetry.events.EventGroup`) past which a background flush
+rests no more: the writer then takes the time it needs, so memory stays bounded."""
 
 
 def _open_for_append(path: Path) -> IO[bytes]:
