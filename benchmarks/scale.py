@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/scale.py                      # W1 10k 100k 1M, W5 100 300 1000
     python benchmarks/scale.py --only W1 --sizes 10000,100000
+    python benchmarks/scale.py --only W1,W1E        # W1E: W1 awaited one by one
     python benchmarks/scale.py --telemetry          # plait also with JSONL telemetry on
 
 Every (system, workload, size) runs in a fresh process, so that each size starts from
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-SIZES = {"W1": [10_000, 100_000, 1_000_000], "W5": [100, 300, 1000]}
+SIZES = {"W1": [10_000, 100_000, 1_000_000], "W1E": [10_000, 1_000_000], "W5": [100, 300, 1000]}
 
 
 def _rss_kib() -> int:
@@ -47,7 +48,11 @@ async def _one(system: str, workload: str, size: int) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
     import workloads as w
 
-    run = {"W1": (w.w1_raw, w.w1_engine), "W5": (w.w5_raw, w.w5_engine)}[workload]
+    run = {
+        "W1": (w.w1_raw, w.w1_engine),
+        "W1E": (w.w1e_raw, w.w1e_engine),  # W1 without gather: each future awaited in turn
+        "W5": (w.w5_raw, w.w5_engine),
+    }[workload]
     flush = None
     if system == "raw":
         before = _current_rss_kib()
@@ -63,7 +68,7 @@ async def _one(system: str, workload: str, size: int) -> dict[str, Any]:
             started = time.perf_counter()
             await flow.shutdown()
             flush = time.perf_counter() - started
-    tasks = size if workload == "W1" else size * size
+    tasks = size * size if workload == "W5" else size
     return {
         "seconds": seconds,
         "tasks": tasks,
@@ -95,7 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--one", nargs=3, metavar=("SYSTEM", "WORKLOAD", "SIZE"))
     parser.add_argument("--only", default="W1,W5")
-    parser.add_argument("--sizes", help="comma-separated sizes (W1: tasks, W5: side)")
+    parser.add_argument("--sizes", help="comma-separated sizes (W1, W1E: tasks; W5: side)")
     parser.add_argument("--telemetry", action="store_true")
     parser.add_argument("--repeats", type=int, help="fresh-process runs per measurement")
     options = parser.parse_args()
@@ -110,7 +115,7 @@ def main() -> None:
     for workload in options.only.split(","):
         sizes = [int(s) for s in options.sizes.split(",")] if options.sizes else SIZES[workload]
         for size in sizes:
-            tasks = size if workload == "W1" else size * size
+            tasks = size * size if workload == "W5" else size
             repeats = options.repeats or (3 if tasks < 500_000 else 1)
             got = {system: _median(system, workload, size, repeats) for system in systems}
             raw, plait = got["raw"], got["plait"]

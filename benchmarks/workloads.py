@@ -52,6 +52,31 @@ async def w1_engine(flow: Any, n: int) -> float:
     return time.perf_counter() - start
 
 
+async def w1e_raw(n: int) -> float:
+    """W1 awaited one future after another instead of through ``gather``."""
+
+    async def noop() -> None:
+        return None
+
+    start = time.perf_counter()
+    for future in [asyncio.ensure_future(noop()) for _ in range(n)]:
+        await future
+    return time.perf_counter() - start
+
+
+async def w1e_engine(flow: Any, n: int) -> float:
+    """W1 awaited one future after another instead of through ``gather``."""
+
+    @flow.function_task
+    async def noop() -> None:
+        return None
+
+    start = time.perf_counter()
+    for future in [noop() for _ in range(n)]:
+        await future
+    return time.perf_counter() - start
+
+
 # -- W2: a chain -------------------------------------------------------------------------
 
 
