@@ -28,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +50,13 @@ async def _one(system: str, workload: str, size: int) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
     import workloads as w
 
-    run = {
+    runs: dict[str, tuple[Callable[..., Awaitable[float]], Callable[..., Awaitable[float]]]] = {
         "W1": (w.w1_raw, w.w1_engine),
-        "W1E": (w.w1e_raw, w.w1e_engine),  # W1 without gather: each future awaited in turn
+        # W1 without gather: each future awaited in turn
+        "W1E": (partial(w.w1_raw, each=True), partial(w.w1_engine, each=True)),
         "W5": (w.w5_raw, w.w5_engine),
-    }[workload]
+    }
+    run = runs[workload]
     flush = None
     if system == "raw":
         before = _current_rss_kib()

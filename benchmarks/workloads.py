@@ -33,47 +33,31 @@ async def make_engine(system: str, workers: int | None = None) -> Any:
 # -- W1: independent no-op tasks ---------------------------------------------------------
 
 
-async def w1_raw(n: int) -> float:
+async def _await_all(futures: list[asyncio.Future[None]], each: bool) -> None:
+    """Through ``asyncio.gather``, or (``each``, W1E) one future after another."""
+    if each:
+        for future in futures:
+            await future
+    else:
+        await asyncio.gather(*futures)
+
+
+async def w1_raw(n: int, each: bool = False) -> float:
     async def noop() -> None:
         return None
 
     start = time.perf_counter()
-    await asyncio.gather(*[asyncio.ensure_future(noop()) for _ in range(n)])
+    await _await_all([asyncio.ensure_future(noop()) for _ in range(n)], each)
     return time.perf_counter() - start
 
 
-async def w1_engine(flow: Any, n: int) -> float:
+async def w1_engine(flow: Any, n: int, each: bool = False) -> float:
     @flow.function_task
     async def noop() -> None:
         return None
 
     start = time.perf_counter()
-    await asyncio.gather(*[noop() for _ in range(n)])
-    return time.perf_counter() - start
-
-
-async def w1e_raw(n: int) -> float:
-    """W1 awaited one future after another instead of through ``gather``."""
-
-    async def noop() -> None:
-        return None
-
-    start = time.perf_counter()
-    for future in [asyncio.ensure_future(noop()) for _ in range(n)]:
-        await future
-    return time.perf_counter() - start
-
-
-async def w1e_engine(flow: Any, n: int) -> float:
-    """W1 awaited one future after another instead of through ``gather``."""
-
-    @flow.function_task
-    async def noop() -> None:
-        return None
-
-    start = time.perf_counter()
-    for future in [noop() for _ in range(n)]:
-        await future
+    await _await_all([noop() for _ in range(n)], each)
     return time.perf_counter() - start
 
 
