@@ -63,6 +63,7 @@ class PlaitFuture(asyncio.Future[_R]):
         "_files",
         "_inputs_done",
         "_members",
+        "_number",
         "_owner",
         "_parent",
         "_pending",
@@ -74,6 +75,7 @@ class PlaitFuture(asyncio.Future[_R]):
     _state: TaskState
     _owner: _Canceller | None  # the scheduler while the task is unfinished, then None
     _desc: TaskDescription
+    _number: int  # set by the scheduler that makes it (see plait.graph)
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, desc: TaskDescription, owner: _Canceller

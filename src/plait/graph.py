@@ -36,6 +36,8 @@ A node is not an object of its own: the engine's fields live on the future (its
 underscore slots), so that a call costs one object, not two. The fields:
 
 * ``_desc``: the call's description; ``_owner``: the scheduler, until the task finishes;
+  ``_number``: its key in the scheduler's table of unfinished nodes (its uid's digits),
+  until then;
 * ``_backend``: the backend that runs it (``None`` for blocks and failed calls);
 * ``_pending``: dependencies not yet finished;
 * ``_dependent1``, ``_dependent2``, ``_dependents``: the nodes waiting for it — the

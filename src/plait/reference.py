@@ -92,7 +92,7 @@ class ReferenceHooks:
             return
         try:
             report = task if isinstance(task, dict) else task.as_dict()
-            node = self._scheduler.live.get(report["uid"])
+            node = self._scheduler.find_live(report["uid"])
         except Exception:
             logger.warning("ignored an unreadable task report: %r", task)
             return
@@ -157,7 +157,7 @@ class ReferenceHooks:
         if isinstance(fut, PlaitFuture) and fut._owner is self._scheduler:
             return fut  # an unfinished task of this engine
         if isinstance(task, dict):
-            return self._scheduler.live.get(task.get("uid", ""))
+            return self._scheduler.find_live(task.get("uid"))
         return None
 
     def handle_task_success(self, task: dict[str, Any], task_fut: Any = None) -> None:

@@ -166,7 +166,11 @@ class Scheduler:
         )
         self.backends = backends
         self.default = default
-        self.live: dict[str, Node] = {}
+        # The unfinished nodes by number (a uid's digits; see find_live). Consecutive ints
+        # fill consecutive slots of the table, so a graph of a million calls fills and
+        # empties it in order; a uid string's hash would land anywhere in a table far
+        # bigger than the cache, a miss per call and per completion.
+        self.live: dict[int, Node] = {}
         # Runners cancelled while their node was settled at once: still stopping their
         # work (a command's grace, a cluster cancel), which shutdown waits for.
         self._stopping: dict[asyncio.Task[None], TaskDescription] = {}
@@ -205,7 +209,8 @@ class Scheduler:
     ) -> PlaitFuture[Any]:
         """Register one call of ``tmpl``; return its future (see the module docstring)."""
         kind = tmpl.kind
-        uid = _UID_FORMATS[kind] % next(self._counter)
+        number = next(self._counter)
+        uid = _UID_FORMATS[kind] % number
         options, merged = tmpl.options, tmpl.description
         error: TaskError | None = None
         if description is not None or changes:
@@ -240,7 +245,8 @@ class Scheduler:
             node = TaskFuture(self.loop, desc, self)
         node._context = self._shared_context()
         node._backend = backend
-        self.live[uid] = node
+        node._number = number
+        self.live[number] = node
         parent = self.block_var.get()
         if parent is not None and parent._members is not None:
             parent._members.add(node)
@@ -263,6 +269,14 @@ class Scheduler:
         else:
             self.fail(node, outcome)
         return node
+
+    def find_live(self, uid: Any) -> Node | None:
+        """The unfinished node whose uid is ``uid``; None if there is none (or not a uid)."""
+        if not isinstance(uid, str):
+            return None
+        _, _, digits = uid.rpartition(".")
+        node = self.live.get(int(digits)) if digits.isascii() and digits.isdigit() else None
+        return node if node is not None and node._desc.uid == uid else None
 
     def _shared_context(self) -> contextvars.Context:
         """A copy of the caller's context, shared with the last call's if they are equal.
@@ -933,7 +947,8 @@ class Scheduler:
 
     def _finish(self, node: Node) -> None:
         desc = node._desc
-        self.live.pop(desc.uid, None)
+        self.live.pop(node._number, None)
+        node._number = 0  # not one int object per finished future
         desc.args, desc.kwargs = (), _NO_KWARGS
         if type(desc.options.service) is not bool:  # a prompt sent to a service: let it go
             desc.options = replace(desc.options, service=False)

@@ -344,6 +344,35 @@ async def test_task_callbacks_ignores_unknown_and_unreadable_reports(ref_flow):
     assert await still() == "fine"
 
 
+async def test_a_report_finds_its_task_by_its_exact_uid_only(ref_flow):
+    flow, _ = ref_flow
+
+    @flow.function_task
+    async def slow():
+        return 1
+
+    fut = slow(task_description={"delay": 10})
+    number = int(fut.uid.rpartition(".")[2])
+    await asyncio.sleep(0.02)
+    near_misses = [
+        f"task.{number}",  # the right number, not the task's spelling of it
+        f"block.{number:06d}",  # the right number, another kind
+        f"{fut.uid}0",
+        f" {fut.uid}",
+        "task.\u00b2",  # a digit to str.isdigit, not to int()
+        number,
+        None,
+        ["task", number],
+    ]
+    for uid in near_misses:
+        flow.task_callbacks({"uid": uid}, "DONE")
+        flow.handle_task_success({"uid": uid, "return_value": "wrong"})
+    await asyncio.sleep(0.02)
+    assert not fut.done()
+    flow.handle_task_success({"uid": fut.uid, "return_value": 42})
+    assert await fut == 42
+
+
 async def test_handle_component_hooks_settle_tasks(ref_flow):
     flow, _ = ref_flow
 

@@ -18,7 +18,7 @@ from plait.errors import DependencyFailureError, UnknownBackendError
 
 LEFTOVERS = ("_runner", "_context", "_parent", "_owner", "_inputs_done")
 LEFTOVERS = (*LEFTOVERS, "_dependent1", "_dependent2")
-EMPTY = ("_deps", "_files", "_dependents")
+EMPTY = ("_deps", "_files", "_dependents", "_number")
 
 
 def _held(fut: asyncio.Future) -> dict[str, object]:
