@@ -246,13 +246,20 @@ async def test_reference_backend_reports_from_a_thread_and_failures(ref_flow):
     assert info.value.exit_code == 1 and "it failed" in info.value.stderr_tail
 
 
-async def test_cancel_reaches_the_reference_backend(ref_flow):
-    flow, backend = ref_flow
+def _slow_task(flow):
+    """A no-op task, which the reference-style test backends hold for its ``delay``."""
 
     @flow.function_task
     async def slow():
         return 1
 
+    return slow
+
+
+async def test_cancel_reaches_the_reference_backend(ref_flow):
+    flow, backend = ref_flow
+
+    slow = _slow_task(flow)
     fut = slow(task_description={"delay": 10})
     await asyncio.sleep(0.05)
     assert fut.state == "RUNNING"  # reported by the backend
@@ -275,10 +282,7 @@ async def test_a_reference_backend_whose_cancel_never_answers_does_not_hold_up_s
     backend = Deaf()
     flow = await WorkflowEngine.create(backend=backend, handle_signals=False)
 
-    @flow.function_task
-    async def slow():
-        return 1
-
+    slow = _slow_task(flow)
     fut = slow(task_description={"delay": 10})
     await asyncio.sleep(0.05)
     fut.cancel()
@@ -347,10 +351,7 @@ async def test_task_callbacks_ignores_unknown_and_unreadable_reports(ref_flow):
 async def test_a_report_finds_its_task_by_its_exact_uid_only(ref_flow):
     flow, _ = ref_flow
 
-    @flow.function_task
-    async def slow():
-        return 1
-
+    slow = _slow_task(flow)
     fut = slow(task_description={"delay": 10})
     number = int(fut.uid.rpartition(".")[2])
     await asyncio.sleep(0.02)
@@ -376,10 +377,7 @@ async def test_a_report_finds_its_task_by_its_exact_uid_only(ref_flow):
 async def test_handle_component_hooks_settle_tasks(ref_flow):
     flow, _ = ref_flow
 
-    @flow.function_task
-    async def slow():
-        return 1
-
+    slow = _slow_task(flow)
     a = slow(task_description={"delay": 10})
     b = slow(task_description={"delay": 10})
     c = slow(task_description={"delay": 10})
@@ -442,10 +440,7 @@ async def test_service_callback_is_called_and_a_raising_one_fails_its_task(ref_f
     flow, _ = ref_flow
     calls = []
 
-    @flow.function_task
-    async def slow():
-        return 1
-
+    slow = _slow_task(flow)
     ok = slow(task_description={"delay": 0.2})
     bad = slow(task_description={"delay": 0.2})
     await asyncio.sleep(0.05)
